@@ -1,0 +1,57 @@
+"""agybridge: drive asyncio agent code on one dedicated loop thread from anywhere."""
+
+from agybridge._select import IMPLEMENTATION, AgentRegistry, CommandQueue, Oneshot
+from agybridge.errors import (
+    AgentAlreadyRegisteredError,
+    AgyBridgeError,
+    BridgeTimeoutError,
+    CallbackError,
+    ChatTimeoutError,
+    CommandCancelledError,
+    ConfigError,
+    ContextError,
+    DeadlockError,
+    ForkedRuntimeError,
+    HookError,
+    OperationTimeoutError,
+    PolicyDeniedError,
+    PolicyError,
+    QueueClosedError,
+    RuntimeBusyError,
+    RuntimeDiedError,
+    RuntimeShutdownError,
+    UnknownAgentError,
+    UnknownToolError,
+    WaitTimeoutError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "IMPLEMENTATION",
+    "AgentAlreadyRegisteredError",
+    "AgentRegistry",
+    "AgyBridgeError",
+    "BridgeTimeoutError",
+    "CallbackError",
+    "ChatTimeoutError",
+    "CommandCancelledError",
+    "CommandQueue",
+    "ConfigError",
+    "ContextError",
+    "DeadlockError",
+    "ForkedRuntimeError",
+    "HookError",
+    "Oneshot",
+    "OperationTimeoutError",
+    "PolicyDeniedError",
+    "PolicyError",
+    "QueueClosedError",
+    "RuntimeBusyError",
+    "RuntimeDiedError",
+    "RuntimeShutdownError",
+    "UnknownAgentError",
+    "UnknownToolError",
+    "WaitTimeoutError",
+    "__version__",
+]

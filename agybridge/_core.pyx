@@ -1,0 +1,433 @@
+# cython: language_level=3, freethreading_compatible=True
+# cython: boundscheck=False, wraparound=False
+"""Compiled hot path of agybridge: Oneshot, CommandQueue, AgentRegistry.
+
+Same names, same signatures, same docstrings and same behaviour as the pure-Python twin
+``agybridge._core_py``; the two files are laid out section by section in the same order so
+that one can be checked against the other.
+
+``freethreading_compatible`` is declared because every piece of shared mutable state below
+is guarded by a ``cython.pymutex`` (a real ``PyMutex`` on 3.13+, a PyThread lock before),
+blocking waits release the GIL (``with nogil:``), and nothing relies on the GIL for
+atomicity beyond single dict operations, which CPython makes atomic in both builds.
+"""
+
+cimport cython
+from cpython.exc cimport PyErr_CheckSignals
+from cpython.pythread cimport (
+    PY_LOCK_ACQUIRED,
+    PY_LOCK_INTR,
+    PyLockStatus,
+    PyThread_allocate_lock,
+    PyThread_free_lock,
+    PyThread_release_lock,
+    PyThread_type_lock,
+)
+
+import math
+import time
+
+from agybridge._diagnostics import report_callback_error
+from agybridge.errors import (
+    AgentAlreadyRegisteredError,
+    CommandCancelledError,
+    QueueClosedError,
+    UnknownAgentError,
+    WaitTimeoutError,
+)
+
+cdef extern from "pythread.h":
+    PyLockStatus PyThread_acquire_lock_timed(
+        PyThread_type_lock lock, long long microseconds, int intr_flag
+    ) nogil
+
+__all__ = ["AgentRegistry", "CommandQueue", "Oneshot"]
+
+# --------------------------------------------------------------------------------------
+# Shared helpers
+# --------------------------------------------------------------------------------------
+
+cdef enum:
+    _PENDING = 0
+    _RESULT = 1
+    _EXCEPTION = 2
+    _CANCELLED = 3
+
+# The longest single blocking wait; longer timeouts are waited in slices of this size.
+cdef double _MAX_WAIT_SLICE = 3600.0
+
+cdef object _MISSING = object()
+cdef object _monotonic = time.monotonic
+
+
+cdef double _check_timeout(object timeout) except? -2.0:
+    """Return the timeout as a float, ``-1.0`` meaning "wait forever"."""
+    if timeout is None:
+        return -1.0
+    cdef double value = float(timeout)
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"timeout must be None or a number >= 0, not {timeout!r}")
+    return value
+
+
+cdef str _check_agent_id(object agent_id):
+    if not isinstance(agent_id, str):
+        raise TypeError(f"agent id must be a str, not {type(agent_id).__name__}")
+    if not agent_id:
+        raise ValueError("agent id must be a non-empty string")
+    return <str>agent_id
+
+
+# --------------------------------------------------------------------------------------
+# Oneshot
+# --------------------------------------------------------------------------------------
+
+
+@cython.final
+cdef class Oneshot:
+    """A single-assignment completion cell shared by one producer and its waiters.
+
+    The first of ``set_result``/``set_exception``/``cancel`` wins and returns True; every
+    later one returns False instead of raising, because racing completers (a result
+    arriving while a caller times out or cancels) are normal, and exactly one outcome must
+    be kept. Waiters block on a lock created held (completion releases it), so a blocking
+    wait costs no polling; other event loops are woken through ``add_done_callback``.
+    """
+
+    cdef cython.pymutex _mutex
+    cdef PyThread_type_lock _waitlock
+    cdef int _state
+    cdef object _value
+    cdef list _callbacks
+    cdef object __weakref__
+
+    def __cinit__(self):
+        self._waitlock = PyThread_allocate_lock()
+        if self._waitlock == NULL:
+            raise MemoryError("cannot allocate the oneshot's wait lock")
+        PyThread_acquire_lock_timed(self._waitlock, 0, 0)
+        self._state = _PENDING
+        self._value = None
+        self._callbacks = None
+
+    def __dealloc__(self):
+        if self._waitlock != NULL:
+            if self._state == _PENDING:
+                # A lock must be released before it is freed on some platforms.
+                PyThread_release_lock(self._waitlock)
+            PyThread_free_lock(self._waitlock)
+            self._waitlock = NULL
+
+    def __repr__(self):
+        names = {_PENDING: "pending", _RESULT: "result", _EXCEPTION: "exception", _CANCELLED: "cancelled"}
+        return f"<Oneshot {names[self._state]}>"
+
+    # -- completion ---------------------------------------------------------------------
+
+    cdef bint _complete(self, int state, object value) except -1:
+        cdef list callbacks = None
+        with self._mutex:
+            if self._state != _PENDING:
+                return False
+            self._value = value
+            self._state = state
+            callbacks = self._callbacks
+            self._callbacks = None
+        PyThread_release_lock(self._waitlock)
+        if callbacks is not None:
+            for callback in callbacks:
+                self._run_callback(callback)
+        return True
+
+    def set_result(self, value):
+        """Complete with *value*. True if this call completed the oneshot, else False."""
+        return self._complete(_RESULT, value)
+
+    def set_exception(self, exc):
+        """Complete with an exception (an instance, or a class to instantiate).
+
+        The exception object is kept as is, so its type, message and ``__traceback__``
+        reach the waiter intact. True if this call completed the oneshot, else False.
+        """
+        if isinstance(exc, type) and issubclass(exc, BaseException):
+            exc = exc()
+        if not isinstance(exc, BaseException):
+            raise TypeError(f"set_exception() needs an exception, not {type(exc).__name__}")
+        return self._complete(_EXCEPTION, exc)
+
+    def cancel(self):
+        """Complete as cancelled. True if this call completed the oneshot, else False."""
+        return self._complete(_CANCELLED, None)
+
+    # -- inspection ---------------------------------------------------------------------
+
+    def done(self):
+        """True once any completion has happened."""
+        return self._state != _PENDING
+
+    def cancelled(self):
+        """True if the oneshot was completed by ``cancel()``."""
+        return self._state == _CANCELLED
+
+    # -- waiting ------------------------------------------------------------------------
+
+    cdef bint _wait(self, double limit) except -1:
+        cdef PyLockStatus status
+        cdef long long micros
+        cdef double deadline = 0.0
+        if self._state != _PENDING:
+            return True
+        if limit >= 0:
+            deadline = _monotonic() + limit
+        while True:
+            if limit < 0:
+                micros = -1
+            else:
+                micros = <long long>(min(limit, _MAX_WAIT_SLICE) * 1e6)
+            with nogil:
+                status = PyThread_acquire_lock_timed(self._waitlock, micros, 1)
+            if status == PY_LOCK_ACQUIRED:
+                break
+            if status == PY_LOCK_INTR:
+                # Run the signal handlers now: Ctrl-C's KeyboardInterrupt propagates from here.
+                PyErr_CheckSignals()
+            if limit >= 0:
+                limit = deadline - _monotonic()
+                if limit <= 0:
+                    return self._state != _PENDING
+        # Pass the wake-up on to the next waiter: the lock stays released once done.
+        PyThread_release_lock(self._waitlock)
+        return True
+
+    def wait(self, timeout=None):
+        """Block until done or *timeout* seconds pass; return ``done()``.
+
+        A signal handler that raises (Ctrl-C's ``KeyboardInterrupt``) interrupts the wait
+        at once and propagates.
+        """
+        return self._wait(_check_timeout(timeout))
+
+    cdef object _outcome(self):
+        cdef int state = self._state
+        if state == _RESULT:
+            return self._value
+        if state == _EXCEPTION:
+            raise self._value
+        raise CommandCancelledError("the oneshot was cancelled")
+
+    def result(self, timeout=None):
+        """Return the result, waiting up to *timeout* seconds (None: forever).
+
+        Raises the stored exception, ``CommandCancelledError`` if cancelled, or
+        ``WaitTimeoutError`` (a ``TimeoutError``) if still pending at the deadline.
+        """
+        if self._state == _PENDING and not self._wait(_check_timeout(timeout)):
+            raise WaitTimeoutError(f"oneshot not completed within {timeout} s")
+        return self._outcome()
+
+    def exception(self, timeout=None):
+        """Like ``result()`` but return the stored exception (None after a result)."""
+        if self._state == _PENDING and not self._wait(_check_timeout(timeout)):
+            raise WaitTimeoutError(f"oneshot not completed within {timeout} s")
+        cdef int state = self._state
+        if state == _EXCEPTION:
+            return self._value
+        if state == _CANCELLED:
+            raise CommandCancelledError("the oneshot was cancelled")
+        return None
+
+    # -- callbacks ----------------------------------------------------------------------
+
+    def add_done_callback(self, fn):
+        """Call ``fn(oneshot)`` exactly once when done (now, if already done).
+
+        The callback runs on whichever thread completed the oneshot, so it must be short
+        and thread-safe (``loop.call_soon_threadsafe``, ``TrioToken.run_sync_soon``). An
+        exception escaping it is logged on the ``agybridge`` logger, never propagated.
+        """
+        if not callable(fn):
+            raise TypeError(f"add_done_callback() needs a callable, not {type(fn).__name__}")
+        with self._mutex:
+            if self._state == _PENDING:
+                if self._callbacks is None:
+                    self._callbacks = [fn]
+                else:
+                    self._callbacks.append(fn)
+                return
+        self._run_callback(fn)
+
+    cdef void _run_callback(self, object fn) noexcept:
+        # Every callback must run even if an earlier one raised, so nothing escapes here.
+        try:
+            fn(self)
+        except BaseException as exc:
+            try:
+                report_callback_error(fn, exc)
+            except BaseException:
+                pass
+
+
+# --------------------------------------------------------------------------------------
+# CommandQueue
+# --------------------------------------------------------------------------------------
+
+
+@cython.final
+cdef class CommandQueue:
+    """Multi-producer, single-consumer queue with coalesced wake-ups.
+
+    ``push`` calls ``wake()`` only when the consumer is idle, i.e. when no wake-up is
+    outstanding. The consumer counts as busy from that wake-up until a ``drain()`` comes
+    back empty, so it must keep draining until it gets an empty list; pushes in between
+    are picked up by those drains without another wake-up. A burst of N pushes therefore
+    costs one wake-up, not N. The "armed" flag is cleared only by the empty drain, inside
+    the same locked step that found nothing, so no item can be stranded between a drain
+    and the next push.
+    """
+
+    cdef object _wake
+    cdef cython.pymutex _mutex
+    cdef list _items
+    cdef bint _armed
+    cdef bint _closed
+    cdef Py_ssize_t _wakeups
+    cdef object __weakref__
+
+    def __init__(self, wake):
+        if not callable(wake):
+            raise TypeError(f"CommandQueue(wake) needs a callable, not {type(wake).__name__}")
+        self._wake = wake
+        self._items = []
+        self._armed = False
+        self._closed = False
+        self._wakeups = 0
+
+    def __repr__(self):
+        return f"<CommandQueue pending={len(self._items)} closed={self._closed}>"
+
+    def push(self, item):
+        """Append *item*; wake the consumer if it is idle. Raises ``QueueClosedError`` after ``close()``.
+
+        If ``wake()`` raises, the item stays queued, the queue is disarmed so the next
+        push tries to wake the consumer again, and the exception propagates.
+        """
+        with self._mutex:
+            if self._closed:
+                raise QueueClosedError("the command queue is closed; no further commands are accepted")
+            self._items.append(item)
+            if self._armed:
+                return
+            self._armed = True
+            self._wakeups += 1
+        try:
+            self._wake()
+        except BaseException:
+            with self._mutex:
+                self._armed = False
+            raise
+
+    def drain(self):
+        """Take every pending item, oldest first. An empty result marks the consumer idle."""
+        cdef list items
+        with self._mutex:
+            items = self._items
+            if items:
+                self._items = []
+                return items
+            self._armed = False
+        return []
+
+    def close(self):
+        """Refuse all later pushes and return the items still queued, so they can be failed."""
+        cdef list items = None
+        with self._mutex:
+            self._closed = True
+            items = self._items
+            self._items = []
+            self._armed = False
+        return items
+
+    @property
+    def closed(self):
+        """True after ``close()``."""
+        return self._closed
+
+    @property
+    def wakeups(self):
+        """How many times ``wake()`` has been called (to show coalescing)."""
+        return self._wakeups
+
+    def __len__(self):
+        return len(self._items)
+
+
+# --------------------------------------------------------------------------------------
+# AgentRegistry
+# --------------------------------------------------------------------------------------
+
+
+@cython.final
+cdef class AgentRegistry:
+    """Agent id -> per-agent state, shared by every thread.
+
+    Reads are single dict look-ups, atomic in CPython with or without the GIL; writes take
+    the registry's lock only for the check-and-set itself, never across a call out.
+    """
+
+    cdef dict _map
+    cdef cython.pymutex _mutex
+    cdef object __weakref__
+
+    def __init__(self):
+        self._map = {}
+
+    def __repr__(self):
+        return f"<AgentRegistry agents={len(self._map)}>"
+
+    def get(self, agent_id):
+        """Return the state of *agent_id*; ``UnknownAgentError`` (a ``KeyError``) names a missing id."""
+        state = self._map.get(agent_id, _MISSING)
+        if state is _MISSING:
+            raise UnknownAgentError(agent_id)
+        return state
+
+    def find(self, agent_id, default=None):
+        """Return the state of *agent_id*, or *default* when it is not registered."""
+        return self._map.get(agent_id, default)
+
+    def insert(self, agent_id, state, *, replace=False):
+        """Register *state* under *agent_id*.
+
+        Raises ``AgentAlreadyRegisteredError`` if the id is taken and *replace* is false,
+        ``TypeError``/``ValueError`` if the id is not a non-empty str.
+        """
+        _check_agent_id(agent_id)
+        with self._mutex:
+            if not replace and agent_id in self._map:
+                raise AgentAlreadyRegisteredError(agent_id)
+            self._map[agent_id] = state
+
+    def remove(self, agent_id):
+        """Unregister *agent_id* and return its state; ``UnknownAgentError`` if absent."""
+        state = _MISSING
+        with self._mutex:
+            state = self._map.pop(agent_id, _MISSING)
+        if state is _MISSING:
+            raise UnknownAgentError(agent_id)
+        return state
+
+    def ids(self):
+        """A snapshot of the registered ids."""
+        with self._mutex:
+            return list(self._map)
+
+    def clear(self):
+        """Unregister every agent."""
+        with self._mutex:
+            self._map.clear()
+
+    def __contains__(self, agent_id):
+        return agent_id in self._map
+
+    def __len__(self):
+        return len(self._map)

@@ -1,0 +1,377 @@
+"""Pure-Python twin of ``agybridge._core``.
+
+Same names, same signatures, same docstrings and same behaviour as the compiled module;
+it is what runs where no C compiler was available or ``AGYBRIDGE_NO_EXTENSIONS=1`` is set.
+The two files are laid out section by section in the same order so that one can be checked
+against the other. Locks are ``_thread`` locks: the cheapest primitive CPython offers, and
+interruptible by Ctrl-C while waiting on POSIX.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from _thread import allocate_lock
+from collections.abc import Callable
+from typing import Any
+
+from agybridge._diagnostics import report_callback_error
+from agybridge.errors import (
+    AgentAlreadyRegisteredError,
+    CommandCancelledError,
+    QueueClosedError,
+    UnknownAgentError,
+    WaitTimeoutError,
+)
+
+__all__ = ["AgentRegistry", "CommandQueue", "Oneshot"]
+
+# --------------------------------------------------------------------------------------
+# Shared helpers
+# --------------------------------------------------------------------------------------
+
+_PENDING = 0
+_RESULT = 1
+_EXCEPTION = 2
+_CANCELLED = 3
+
+# The longest single blocking wait; longer timeouts are waited in slices of this size.
+_MAX_WAIT_SLICE = 3600.0
+
+_MISSING: Any = object()
+
+
+def _check_timeout(timeout: float | None) -> float:
+    """Return the timeout as a float, ``-1.0`` meaning "wait forever"."""
+    if timeout is None:
+        return -1.0
+    value = float(timeout)
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"timeout must be None or a number >= 0, not {timeout!r}")
+    return value
+
+
+def _check_agent_id(agent_id: object) -> str:
+    if not isinstance(agent_id, str):
+        raise TypeError(f"agent id must be a str, not {type(agent_id).__name__}")
+    if not agent_id:
+        raise ValueError("agent id must be a non-empty string")
+    return agent_id
+
+
+# --------------------------------------------------------------------------------------
+# Oneshot
+# --------------------------------------------------------------------------------------
+
+
+class Oneshot:
+    """A single-assignment completion cell shared by one producer and its waiters.
+
+    The first of ``set_result``/``set_exception``/``cancel`` wins and returns True; every
+    later one returns False instead of raising, because racing completers (a result
+    arriving while a caller times out or cancels) are normal, and exactly one outcome must
+    be kept. Waiters block on a lock created held (completion releases it), so a blocking
+    wait costs no polling; other event loops are woken through ``add_done_callback``.
+    """
+
+    __slots__ = ("__weakref__", "_callbacks", "_mutex", "_state", "_value", "_waitlock")
+
+    def __init__(self) -> None:
+        self._mutex = allocate_lock()
+        self._waitlock = allocate_lock()
+        self._waitlock.acquire()
+        self._state = _PENDING
+        self._value: Any = None
+        self._callbacks: list[Callable[[Oneshot], object]] | None = None
+
+    def __repr__(self) -> str:
+        names = {_PENDING: "pending", _RESULT: "result", _EXCEPTION: "exception", _CANCELLED: "cancelled"}
+        return f"<Oneshot {names[self._state]}>"
+
+    # -- completion ---------------------------------------------------------------------
+
+    def _complete(self, state: int, value: Any) -> bool:
+        with self._mutex:
+            if self._state != _PENDING:
+                return False
+            self._value = value
+            self._state = state
+            callbacks = self._callbacks
+            self._callbacks = None
+        self._waitlock.release()
+        if callbacks is not None:
+            for callback in callbacks:
+                self._run_callback(callback)
+        return True
+
+    def set_result(self, value: Any) -> bool:
+        """Complete with *value*. True if this call completed the oneshot, else False."""
+        return self._complete(_RESULT, value)
+
+    def set_exception(self, exc: BaseException | type[BaseException]) -> bool:
+        """Complete with an exception (an instance, or a class to instantiate).
+
+        The exception object is kept as is, so its type, message and ``__traceback__``
+        reach the waiter intact. True if this call completed the oneshot, else False.
+        """
+        if isinstance(exc, type) and issubclass(exc, BaseException):
+            exc = exc()
+        if not isinstance(exc, BaseException):
+            raise TypeError(f"set_exception() needs an exception, not {type(exc).__name__}")
+        return self._complete(_EXCEPTION, exc)
+
+    def cancel(self) -> bool:
+        """Complete as cancelled. True if this call completed the oneshot, else False."""
+        return self._complete(_CANCELLED, None)
+
+    # -- inspection ---------------------------------------------------------------------
+
+    def done(self) -> bool:
+        """True once any completion has happened."""
+        return self._state != _PENDING
+
+    def cancelled(self) -> bool:
+        """True if the oneshot was completed by ``cancel()``."""
+        return self._state == _CANCELLED
+
+    # -- waiting ------------------------------------------------------------------------
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until done or *timeout* seconds pass; return ``done()``.
+
+        A signal handler that raises (Ctrl-C's ``KeyboardInterrupt``) interrupts the wait
+        at once and propagates.
+        """
+        limit = _check_timeout(timeout)
+        if self._state != _PENDING:
+            return True
+        waitlock = self._waitlock
+        if limit < 0:
+            while not waitlock.acquire(True, _MAX_WAIT_SLICE):
+                pass
+        else:
+            deadline = time.monotonic() + limit
+            while True:
+                if waitlock.acquire(True, min(limit, _MAX_WAIT_SLICE)):
+                    break
+                limit = deadline - time.monotonic()
+                if limit <= 0:
+                    return self._state != _PENDING
+        # Pass the wake-up on to the next waiter: the lock stays released once done.
+        waitlock.release()
+        return True
+
+    def _outcome(self) -> Any:
+        state = self._state
+        if state == _RESULT:
+            return self._value
+        if state == _EXCEPTION:
+            raise self._value
+        raise CommandCancelledError("the oneshot was cancelled")
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Return the result, waiting up to *timeout* seconds (None: forever).
+
+        Raises the stored exception, ``CommandCancelledError`` if cancelled, or
+        ``WaitTimeoutError`` (a ``TimeoutError``) if still pending at the deadline.
+        """
+        if self._state == _PENDING and not self.wait(timeout):
+            raise WaitTimeoutError(f"oneshot not completed within {timeout} s")
+        return self._outcome()
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Like ``result()`` but return the stored exception (None after a result)."""
+        if self._state == _PENDING and not self.wait(timeout):
+            raise WaitTimeoutError(f"oneshot not completed within {timeout} s")
+        state = self._state
+        if state == _EXCEPTION:
+            exc: BaseException = self._value
+            return exc
+        if state == _CANCELLED:
+            raise CommandCancelledError("the oneshot was cancelled")
+        return None
+
+    # -- callbacks ----------------------------------------------------------------------
+
+    def add_done_callback(self, fn: Callable[[Oneshot], object]) -> None:
+        """Call ``fn(oneshot)`` exactly once when done (now, if already done).
+
+        The callback runs on whichever thread completed the oneshot, so it must be short
+        and thread-safe (``loop.call_soon_threadsafe``, ``TrioToken.run_sync_soon``). An
+        exception escaping it is logged on the ``agybridge`` logger, never propagated.
+        """
+        if not callable(fn):
+            raise TypeError(f"add_done_callback() needs a callable, not {type(fn).__name__}")
+        with self._mutex:
+            if self._state == _PENDING:
+                if self._callbacks is None:
+                    self._callbacks = [fn]
+                else:
+                    self._callbacks.append(fn)
+                return
+        self._run_callback(fn)
+
+    def _run_callback(self, fn: Callable[[Oneshot], object]) -> None:
+        # Every callback must run even if an earlier one raised, so nothing escapes here.
+        try:
+            fn(self)
+        except BaseException as exc:
+            try:
+                report_callback_error(fn, exc)
+            except BaseException:
+                pass
+
+
+# --------------------------------------------------------------------------------------
+# CommandQueue
+# --------------------------------------------------------------------------------------
+
+
+class CommandQueue:
+    """Multi-producer, single-consumer queue with coalesced wake-ups.
+
+    ``push`` calls ``wake()`` only when the consumer is idle, i.e. when no wake-up is
+    outstanding. The consumer counts as busy from that wake-up until a ``drain()`` comes
+    back empty, so it must keep draining until it gets an empty list; pushes in between
+    are picked up by those drains without another wake-up. A burst of N pushes therefore
+    costs one wake-up, not N. The "armed" flag is cleared only by the empty drain, inside
+    the same locked step that found nothing, so no item can be stranded between a drain
+    and the next push.
+    """
+
+    __slots__ = ("__weakref__", "_armed", "_closed", "_items", "_mutex", "_wake", "_wakeups")
+
+    def __init__(self, wake: Callable[[], object]) -> None:
+        if not callable(wake):
+            raise TypeError(f"CommandQueue(wake) needs a callable, not {type(wake).__name__}")
+        self._wake = wake
+        self._mutex = allocate_lock()
+        self._items: list[Any] = []
+        self._armed = False
+        self._closed = False
+        self._wakeups = 0
+
+    def __repr__(self) -> str:
+        return f"<CommandQueue pending={len(self._items)} closed={self._closed}>"
+
+    def push(self, item: Any) -> None:
+        """Append *item*; wake the consumer if it is idle. Raises ``QueueClosedError`` after ``close()``.
+
+        If ``wake()`` raises, the item stays queued, the queue is disarmed so the next
+        push tries to wake the consumer again, and the exception propagates.
+        """
+        with self._mutex:
+            if self._closed:
+                raise QueueClosedError("the command queue is closed; no further commands are accepted")
+            self._items.append(item)
+            if self._armed:
+                return
+            self._armed = True
+            self._wakeups += 1
+        try:
+            self._wake()
+        except BaseException:
+            with self._mutex:
+                self._armed = False
+            raise
+
+    def drain(self) -> list[Any]:
+        """Take every pending item, oldest first. An empty result marks the consumer idle."""
+        with self._mutex:
+            items = self._items
+            if items:
+                self._items = []
+                return items
+            self._armed = False
+        return []
+
+    def close(self) -> list[Any]:
+        """Refuse all later pushes and return the items still queued, so they can be failed."""
+        with self._mutex:
+            self._closed = True
+            items = self._items
+            self._items = []
+            self._armed = False
+        return items
+
+    @property
+    def closed(self) -> bool:
+        """True after ``close()``."""
+        return self._closed
+
+    @property
+    def wakeups(self) -> int:
+        """How many times ``wake()`` has been called (to show coalescing)."""
+        return self._wakeups
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+# --------------------------------------------------------------------------------------
+# AgentRegistry
+# --------------------------------------------------------------------------------------
+
+
+class AgentRegistry:
+    """Agent id -> per-agent state, shared by every thread.
+
+    Reads are single dict look-ups, atomic in CPython with or without the GIL; writes take
+    the registry's lock only for the check-and-set itself, never across a call out.
+    """
+
+    __slots__ = ("__weakref__", "_map", "_mutex")
+
+    def __init__(self) -> None:
+        self._map: dict[str, Any] = {}
+        self._mutex = allocate_lock()
+
+    def __repr__(self) -> str:
+        return f"<AgentRegistry agents={len(self._map)}>"
+
+    def get(self, agent_id: str) -> Any:
+        """Return the state of *agent_id*; ``UnknownAgentError`` (a ``KeyError``) names a missing id."""
+        state = self._map.get(agent_id, _MISSING)
+        if state is _MISSING:
+            raise UnknownAgentError(agent_id)
+        return state
+
+    def find(self, agent_id: str, default: Any = None) -> Any:
+        """Return the state of *agent_id*, or *default* when it is not registered."""
+        return self._map.get(agent_id, default)
+
+    def insert(self, agent_id: str, state: Any, *, replace: bool = False) -> None:
+        """Register *state* under *agent_id*.
+
+        Raises ``AgentAlreadyRegisteredError`` if the id is taken and *replace* is false,
+        ``TypeError``/``ValueError`` if the id is not a non-empty str.
+        """
+        _check_agent_id(agent_id)
+        with self._mutex:
+            if not replace and agent_id in self._map:
+                raise AgentAlreadyRegisteredError(agent_id)
+            self._map[agent_id] = state
+
+    def remove(self, agent_id: str) -> Any:
+        """Unregister *agent_id* and return its state; ``UnknownAgentError`` if absent."""
+        with self._mutex:
+            state = self._map.pop(agent_id, _MISSING)
+        if state is _MISSING:
+            raise UnknownAgentError(agent_id)
+        return state
+
+    def ids(self) -> list[str]:
+        """A snapshot of the registered ids."""
+        with self._mutex:
+            return list(self._map)
+
+    def clear(self) -> None:
+        """Unregister every agent."""
+        with self._mutex:
+            self._map.clear()
+
+    def __contains__(self, agent_id: object) -> bool:
+        return agent_id in self._map
+
+    def __len__(self) -> int:
+        return len(self._map)

@@ -1,0 +1,46 @@
+"""The one place that chooses between the compiled core and its pure-Python twin.
+
+``agybridge._core`` (Cython) is used when it was built and importable, unless
+``AGYBRIDGE_NO_EXTENSIONS`` asks for the twin; ``agybridge._core_py`` otherwise. The
+environment variable is read by :func:`agybridge._env.no_extensions_requested`, the same
+function ``setup.py`` uses, so the build and the import can never disagree.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Literal
+
+from agybridge._env import REQUIRE_EXTENSIONS_VAR, env_flag, no_extensions_requested
+
+Implementation = Literal["cython", "python"]
+
+
+def load_core(name: Implementation) -> ModuleType:
+    """Import and return the core module of the named implementation (used by the tests)."""
+    if name == "cython":
+        from agybridge import _core
+
+        return _core
+    if name == "python":
+        from agybridge import _core_py
+
+        return _core_py
+    raise ValueError(f"unknown core implementation {name!r}; expected 'cython' or 'python'")
+
+
+def _choose() -> tuple[Implementation, ModuleType]:
+    if no_extensions_requested():
+        return "python", load_core("python")
+    try:
+        return "cython", load_core("cython")
+    except ImportError:
+        if env_flag(REQUIRE_EXTENSIONS_VAR):
+            raise
+        return "python", load_core("python")
+
+
+IMPLEMENTATION, core = _choose()
+Oneshot = core.Oneshot
+CommandQueue = core.CommandQueue
+AgentRegistry = core.AgentRegistry

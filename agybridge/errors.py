@@ -1,0 +1,178 @@
+"""The agybridge exception hierarchy.
+
+Every error agybridge raises derives from :class:`AgyBridgeError` *and* from the builtin
+whose meaning it carries (``KeyError`` for unknown ids, ``TimeoutError`` for timeouts, ...),
+so callers can catch either the precise type or the familiar builtin. Messages name the
+thing that was wrong (agent id, tool, command, limit) so the cause can be fixed from the
+message alone.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+__all__ = [
+    "AgentAlreadyRegisteredError",
+    "AgyBridgeError",
+    "BridgeTimeoutError",
+    "CallbackError",
+    "ChatTimeoutError",
+    "CommandCancelledError",
+    "ConfigError",
+    "ContextError",
+    "DeadlockError",
+    "ForkedRuntimeError",
+    "HookError",
+    "OperationTimeoutError",
+    "PolicyDeniedError",
+    "PolicyError",
+    "QueueClosedError",
+    "RuntimeBusyError",
+    "RuntimeDiedError",
+    "RuntimeShutdownError",
+    "UnknownAgentError",
+    "UnknownToolError",
+    "WaitTimeoutError",
+]
+
+
+class AgyBridgeError(Exception):
+    """Base class of every error raised by agybridge itself."""
+
+
+class _KeyErrorMessage(KeyError):
+    # KeyError.__str__ shows repr(args[0]) (quotes and escaped newlines); these errors carry
+    # a full sentence, so show it as written.
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigError(AgyBridgeError, ValueError):
+    """A configuration value or environment variable is invalid."""
+
+
+class UnknownAgentError(AgyBridgeError, _KeyErrorMessage):
+    """No agent is registered under the given id."""
+
+    def __init__(self, agent_id: object) -> None:
+        self.agent_id = agent_id
+        super().__init__(f"unknown agent id {agent_id!r}: no agent is registered under it")
+
+    def __reduce__(self) -> tuple[type[UnknownAgentError], tuple[object]]:
+        return (type(self), (self.agent_id,))
+
+
+class AgentAlreadyRegisteredError(AgyBridgeError, ValueError):
+    """An agent id is already registered and ``replace=True`` was not given."""
+
+    def __init__(self, agent_id: object) -> None:
+        self.agent_id = agent_id
+        super().__init__(
+            f"agent id {agent_id!r} is already registered; unregister it first or pass replace=True"
+        )
+
+    def __reduce__(self) -> tuple[type[AgentAlreadyRegisteredError], tuple[object]]:
+        return (type(self), (self.agent_id,))
+
+
+class UnknownToolError(AgyBridgeError, _KeyErrorMessage):
+    """The agent has no tool of that name; the message lists the tools it has."""
+
+    def __init__(self, agent_id: str, tool_name: object, known: list[str]) -> None:
+        self.agent_id = agent_id
+        self.tool_name = tool_name
+        self.known = known
+        listing = ", ".join(repr(name) for name in known) if known else "none"
+        super().__init__(f"agent {agent_id!r} has no tool {tool_name!r} (its tools: {listing})")
+
+    def __reduce__(self) -> tuple[type[UnknownToolError], tuple[str, object, list[str]]]:
+        return (type(self), (self.agent_id, self.tool_name, self.known))
+
+
+class ContextError(AgyBridgeError, ValueError):
+    """A serialized callback context could not be parsed or has the wrong shape."""
+
+
+class QueueClosedError(AgyBridgeError, RuntimeError):
+    """A push was made to a :class:`CommandQueue` after ``close()``."""
+
+
+class RuntimeShutdownError(QueueClosedError):
+    """The runtime is shut down (or shutting down) and will not run this command."""
+
+
+class RuntimeDiedError(RuntimeShutdownError):
+    """The runtime thread ended unexpectedly; the message and ``__cause__`` say why."""
+
+
+class RuntimeBusyError(AgyBridgeError, RuntimeError):
+    """The runtime already has ``max_in_flight`` commands in flight (back-pressure)."""
+
+
+class DeadlockError(AgyBridgeError, RuntimeError):
+    """A blocking call was made from the runtime's own thread, where it could never finish."""
+
+
+class ForkedRuntimeError(AgyBridgeError, RuntimeError):
+    """A runtime created in a parent process was used in a forked child."""
+
+
+class BridgeTimeoutError(AgyBridgeError, TimeoutError):
+    """Base class of agybridge's timeouts (also a builtin ``TimeoutError``)."""
+
+
+class WaitTimeoutError(BridgeTimeoutError):
+    """``Oneshot.result(timeout)`` / ``wait`` gave up before the oneshot completed."""
+
+
+class OperationTimeoutError(BridgeTimeoutError):
+    """A command's round trip exceeded its operation timeout."""
+
+
+class ChatTimeoutError(BridgeTimeoutError):
+    """One ``agent.chat()`` exceeded the chat timeout."""
+
+
+class CommandCancelledError(AgyBridgeError, concurrent.futures.CancelledError):
+    """The command was cancelled before it produced a result.
+
+    This is an ``Exception`` (like ``concurrent.futures.CancelledError``), *not*
+    ``asyncio.CancelledError``: an awaiting task that was not itself cancelled must not
+    receive a cancellation it would mistake for its own.
+    """
+
+
+class PolicyDeniedError(AgyBridgeError, PermissionError):
+    """A policy refused a tool call; the message names the agent, the tool and the reason."""
+
+    def __init__(self, agent_id: str, tool_name: str, policy: str, reason: str) -> None:
+        self.agent_id = agent_id
+        self.tool_name = tool_name
+        self.policy = policy
+        self.reason = reason
+        super().__init__(
+            f"policy {policy!r} denied tool {tool_name!r} for agent {agent_id!r}: {reason}"
+        )
+
+    def __reduce__(self) -> tuple[type[PolicyDeniedError], tuple[str, str, str, str]]:
+        return (type(self), (self.agent_id, self.tool_name, self.policy, self.reason))
+
+
+class CallbackError(AgyBridgeError):
+    """A host callback (hook or policy) raised; ``__cause__`` is the original exception."""
+
+    def __init__(self, agent_id: str, event: str, message: str) -> None:
+        self.agent_id = agent_id
+        self.event = event
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[type[CallbackError], tuple[str, str, str]]:
+        return (type(self), (self.agent_id, self.event, str(self)))
+
+
+class HookError(CallbackError):
+    """A hook callback raised."""
+
+
+class PolicyError(CallbackError):
+    """A policy callback raised (the tool call is refused: policies fail closed)."""
