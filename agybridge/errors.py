@@ -23,6 +23,7 @@ __all__ = [
     "DeadlockError",
     "ForkedRuntimeError",
     "HookError",
+    "HostLoopError",
     "OperationTimeoutError",
     "PolicyDeniedError",
     "PolicyError",
@@ -111,6 +112,10 @@ class RuntimeBusyError(AgyBridgeError, RuntimeError):
 
 class DeadlockError(AgyBridgeError, RuntimeError):
     """A blocking call was made from the runtime's own thread, where it could never finish."""
+
+
+class HostLoopError(AgyBridgeError, RuntimeError):
+    """The host loop an async tool was registered from has closed or finished."""
 
 
 class ForkedRuntimeError(AgyBridgeError, RuntimeError):

@@ -1,0 +1,159 @@
+"""The commands a caller sends to the runtime thread (the ``PyCommand`` variants).
+
+A command is immutable data plus the :class:`~agybridge.Oneshot` its caller waits on, and
+the caller's ``contextvars`` context, captured when the command is made so that the task
+on the runtime loop sees the caller's context variables. Commands do not know how they are
+executed: the runtime maps each type to its handler.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from agybridge._select import Oneshot
+
+if TYPE_CHECKING:
+    from agybridge.state import AgentBridgeState
+
+__all__ = ["Chat", "PyCommand", "RegisterAgent", "Run", "Shutdown", "UnregisterAgent"]
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class PyCommand:
+    """Base class of every command: a oneshot to complete and the caller's context.
+
+    *oneshot* defaults to a new :class:`~agybridge.Oneshot`; pass one to choose its
+    implementation (the runtime's helpers pass one of the runtime's own core).
+    """
+
+    __slots__ = ("context", "oneshot")
+
+    #: The agent the command is about, if any (used in error messages and metrics).
+    agent_id: str | None = None
+
+    def __init__(self, *, oneshot: Oneshot | None = None) -> None:
+        object.__setattr__(self, "oneshot", Oneshot() if oneshot is None else oneshot)
+        object.__setattr__(self, "context", contextvars.copy_context())
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def describe(self) -> str:
+        """A short human-readable name for messages: ``Chat(agent='a1')``."""
+        return f"{type(self).__name__}()"
+
+    def __repr__(self) -> str:
+        return f"<{self.describe()} {self.oneshot!r}>"
+
+
+def _require_agent_id(agent_id: object) -> str:
+    if not isinstance(agent_id, str):
+        raise TypeError(f"agent_id must be a str, not {type(agent_id).__name__}")
+    if not agent_id:
+        raise ValueError("agent_id must be a non-empty string")
+    return agent_id
+
+
+class Chat(PyCommand):
+    """Send *message* to the agent registered as *agent_id*; the result is its reply."""
+
+    __slots__ = ("agent_id", "message")
+
+    def __init__(self, agent_id: str, message: str, *, oneshot: Oneshot | None = None) -> None:
+        super().__init__(oneshot=oneshot)
+        if not isinstance(message, str):
+            raise TypeError(f"chat message must be a str, not {type(message).__name__}")
+        object.__setattr__(self, "agent_id", _require_agent_id(agent_id))
+        object.__setattr__(self, "message", message)
+
+    def describe(self) -> str:
+        return f"Chat(agent={self.agent_id!r})"
+
+
+class Run(PyCommand):
+    """Run ``fn(*args, **kwargs)`` on the runtime loop; *fn* must return an awaitable."""
+
+    __slots__ = ("args", "fn", "kwargs")
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        oneshot: Oneshot | None = None,
+    ) -> None:
+        super().__init__(oneshot=oneshot)
+        if not callable(fn):
+            raise TypeError(f"run() needs a coroutine function, not {type(fn).__name__} {fn!r}")
+        object.__setattr__(self, "fn", fn)
+        object.__setattr__(self, "args", tuple(args))
+        object.__setattr__(self, "kwargs", MappingProxyType(dict(kwargs)) if kwargs else _EMPTY)
+
+    def describe(self) -> str:
+        name = getattr(self.fn, "__qualname__", None) or repr(self.fn)
+        return f"Run({name})"
+
+
+class RegisterAgent(PyCommand):
+    """Create an agent on the runtime loop with ``factory()`` and install its bridge state.
+
+    *factory* is called on the runtime loop (it may be a coroutine function), so the agent
+    and everything it creates belong to that loop.
+    """
+
+    __slots__ = ("agent_id", "factory", "replace", "state")
+
+    def __init__(
+        self,
+        agent_id: str,
+        factory: Callable[[], Any],
+        state: AgentBridgeState | None = None,
+        *,
+        replace: bool = False,
+        oneshot: Oneshot | None = None,
+    ) -> None:
+        super().__init__(oneshot=oneshot)
+        if not callable(factory):
+            raise TypeError(f"agent factory must be callable, not {type(factory).__name__}")
+        object.__setattr__(self, "agent_id", _require_agent_id(agent_id))
+        object.__setattr__(self, "factory", factory)
+        object.__setattr__(self, "state", state)
+        object.__setattr__(self, "replace", bool(replace))
+
+    def describe(self) -> str:
+        return f"RegisterAgent(agent={self.agent_id!r})"
+
+
+class UnregisterAgent(PyCommand):
+    """Remove an agent: its in-flight chats and tool calls fail, then it is closed."""
+
+    __slots__ = ("agent_id",)
+
+    def __init__(self, agent_id: str, *, oneshot: Oneshot | None = None) -> None:
+        super().__init__(oneshot=oneshot)
+        object.__setattr__(self, "agent_id", _require_agent_id(agent_id))
+
+    def describe(self) -> str:
+        return f"UnregisterAgent(agent={self.agent_id!r})"
+
+
+class Shutdown(PyCommand):
+    """Stop the runtime: in-flight work gets *grace* seconds, then is cancelled.
+
+    It is delivered to the loop directly, not through the command queue, because the queue
+    is closed first (refusing new work and handing back what was queued is one atomic step).
+    """
+
+    __slots__ = ("grace",)
+
+    def __init__(self, grace: float, *, oneshot: Oneshot | None = None) -> None:
+        super().__init__(oneshot=oneshot)
+        object.__setattr__(self, "grace", grace)
+
+    def describe(self) -> str:
+        return f"Shutdown(grace={self.grace})"

@@ -1,0 +1,172 @@
+"""Runtime configuration: defaults, environment overrides and validation.
+
+Every value is validated when it is read, and a bad one raises :class:`ConfigError` naming
+the field or environment variable and the value: a typo in a timeout must never be
+silently replaced by a default, because the runtime would then behave differently from
+what the operator believes they configured.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from agybridge.errors import ConfigError
+
+__all__ = [
+    "CHAT_TIMEOUT_ENV",
+    "DEFAULT_CHAT_TIMEOUT_SECS",
+    "DEFAULT_INTER_AGENT_DELAY",
+    "DEFAULT_MAX_IN_FLIGHT",
+    "DEFAULT_SHUTDOWN_GRACE_SECS",
+    "DEFAULT_THREAD_NAME",
+    "OPERATION_TIMEOUT_ENV",
+    "OPERATION_TIMEOUT_MARGIN_SECS",
+    "RuntimeConfig",
+    "default_chat_timeout",
+    "default_operation_timeout",
+]
+
+#: One ``agent.chat()`` round trip: generous for a normal model turn (tool calls included),
+#: short enough that a stalled provider connection is noticed within two minutes.
+DEFAULT_CHAT_TIMEOUT_SECS: float = 120.0
+
+#: Minimum spacing, in seconds, between the *starts* of successive chat commands, across
+#: all agents. A host that fires N chats at once would otherwise send N requests to the
+#: model provider in the same millisecond and trip its burst rate limits; 50 ms spreads
+#: them out (at most 20 chat starts per second) while adding nothing noticeable to a
+#: single chat. Other command kinds are never delayed by it. Set 0 to disable.
+DEFAULT_INTER_AGENT_DELAY: float = 0.05
+
+#: Extra time the operation timeout allows beyond the chat timeout: queueing, the
+#: inter-agent spacing and the hooks around a chat all happen inside one round trip.
+OPERATION_TIMEOUT_MARGIN_SECS: float = 30.0
+
+#: How long ``shutdown()`` lets in-flight commands finish before cancelling them.
+DEFAULT_SHUTDOWN_GRACE_SECS: float = 5.0
+
+#: Back-pressure bound: beyond this many commands in flight, sends raise ``RuntimeBusyError``.
+DEFAULT_MAX_IN_FLIGHT: int = 100_000
+
+#: Name of the one runtime thread (shows in ``threading.enumerate()``, py-spy, gdb).
+DEFAULT_THREAD_NAME: str = "agy-bridge-python-runtime"
+
+CHAT_TIMEOUT_ENV = "AGI_CHAT_TIMEOUT_SECS"
+OPERATION_TIMEOUT_ENV = "AGI_OPERATION_TIMEOUT_SECS"
+
+
+def _seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
+    """Validate a duration: a real, finite number, positive (or >= 0 with *allow_zero*)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number of seconds, not {type(value).__name__} {value!r}")
+    seconds = float(value)
+    if math.isnan(seconds) or math.isinf(seconds):
+        raise ConfigError(f"{name} must be a finite number of seconds, not {value!r}")
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name} must be {bound} seconds, not {value!r}")
+    return seconds
+
+
+def _seconds_from_env(variable: str, environ: Mapping[str, str] | None) -> float | None:
+    """Read a positive number of seconds from *variable*; None when it is unset or empty."""
+    env = os.environ if environ is None else environ
+    raw = env.get(variable)
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(
+            f"environment variable {variable}={raw!r} is not a number of seconds"
+        ) from None
+    try:
+        return _seconds(variable, value)
+    except ConfigError:
+        raise ConfigError(
+            f"environment variable {variable}={raw!r} must be a finite number of seconds > 0"
+        ) from None
+
+
+def default_chat_timeout(environ: Mapping[str, str] | None = None) -> float:
+    """The chat timeout: ``AGI_CHAT_TIMEOUT_SECS`` if set, else ``DEFAULT_CHAT_TIMEOUT_SECS``.
+
+    A malformed, zero, negative, NaN or infinite value raises :class:`ConfigError`.
+    """
+    from_env = _seconds_from_env(CHAT_TIMEOUT_ENV, environ)
+    return DEFAULT_CHAT_TIMEOUT_SECS if from_env is None else from_env
+
+
+def default_operation_timeout(
+    chat_timeout: float | None = None, environ: Mapping[str, str] | None = None
+) -> float:
+    """Safety-net bound on one ``send_command`` round trip.
+
+    ``AGI_OPERATION_TIMEOUT_SECS`` if set (validated like the chat timeout); otherwise
+    derived as ``chat_timeout + OPERATION_TIMEOUT_MARGIN_SECS`` (150 s with the defaults),
+    so a chat always hits its own, more precise, chat timeout first and the round-trip
+    bound only fires when something outside the chat stalls.
+    """
+    from_env = _seconds_from_env(OPERATION_TIMEOUT_ENV, environ)
+    if from_env is not None:
+        return from_env
+    base = default_chat_timeout(environ) if chat_timeout is None else chat_timeout
+    return base + OPERATION_TIMEOUT_MARGIN_SECS
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Configuration of one :class:`~agybridge.PythonRuntime`; every field is validated.
+
+    ``operation_timeout=None`` means "derive it": the environment variable if set, else the
+    chat timeout plus :data:`OPERATION_TIMEOUT_MARGIN_SECS`. After construction it is
+    always a float.
+    """
+
+    #: Bound on one ``agent.chat()`` call, in seconds.
+    chat_timeout: float = field(default_factory=default_chat_timeout)
+    #: Bound on one command round trip (submit to result), in seconds; None derives it.
+    operation_timeout: float | None = None
+    #: Minimum spacing between chat starts, across all agents (0 disables).
+    inter_agent_delay: float = DEFAULT_INTER_AGENT_DELAY
+    #: Default grace period of ``shutdown()`` for in-flight commands.
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE_SECS
+    #: Name of the runtime thread.
+    thread_name: str = DEFAULT_THREAD_NAME
+    #: Run the loop on uvloop when it is installed (ignored when it is not).
+    use_uvloop: bool = True
+    #: Back-pressure: sends beyond this many commands in flight raise ``RuntimeBusyError``.
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    #: Worker threads for synchronous tools, hooks and policies.
+    worker_threads: int = 16
+
+    def __post_init__(self) -> None:
+        chat = _seconds("chat_timeout", self.chat_timeout)
+        object.__setattr__(self, "chat_timeout", chat)
+        if self.operation_timeout is None:
+            operation = default_operation_timeout(chat)
+        else:
+            operation = _seconds("operation_timeout", self.operation_timeout)
+        object.__setattr__(self, "operation_timeout", operation)
+        object.__setattr__(
+            self, "inter_agent_delay", _seconds("inter_agent_delay", self.inter_agent_delay, allow_zero=True)
+        )
+        object.__setattr__(
+            self, "shutdown_grace", _seconds("shutdown_grace", self.shutdown_grace, allow_zero=True)
+        )
+        if not isinstance(self.thread_name, str) or not self.thread_name.strip():
+            raise ConfigError(f"thread_name must be a non-empty string, not {self.thread_name!r}")
+        if not isinstance(self.use_uvloop, bool):
+            raise ConfigError(f"use_uvloop must be a bool, not {self.use_uvloop!r}")
+        for name in ("max_in_flight", "worker_threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an int >= 1, not {value!r}")
+
+    @property
+    def round_trip_timeout(self) -> float:
+        """``operation_timeout`` as a float (it is never None after construction)."""
+        assert self.operation_timeout is not None
+        return self.operation_timeout

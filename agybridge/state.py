@@ -1,0 +1,584 @@
+"""Per-agent bridge state and the callbacks agent code makes into the host.
+
+The agent SDK calls back with nothing but an agent id and a serialized context, so the
+per-agent state (tool registry, hook runner, policy set) lives in one process-wide
+registry, :data:`BRIDGE_STATE`, keyed by agent id. Its lock is held only for the map
+operation itself, never across an ``await``: a look-up returns the state object and every
+slow step (a tool, a hook, a policy) runs after the lock is gone.
+
+Host-side work never runs on the runtime loop: synchronous tools, hooks and policies run in
+worker threads (the runtime's executor), and an async tool runs on the host loop it was
+registered from (an asyncio loop or a trio run), so the runtime loop keeps serving every
+other coroutine while a tool works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from agybridge import _select
+from agybridge._waiters import await_oneshot
+from agybridge.errors import (
+    CommandCancelledError,
+    ContextError,
+    HookError,
+    HostLoopError,
+    PolicyDeniedError,
+    PolicyError,
+    UnknownToolError,
+)
+
+__all__ = [
+    "BRIDGE_STATE",
+    "HOOK_EVENTS",
+    "AgentBridgeState",
+    "AsyncioHost",
+    "Deny",
+    "HookRunner",
+    "HostLoop",
+    "PolicySet",
+    "Tool",
+    "TrioHost",
+    "current_host",
+    "dispatch_hook",
+    "dispatch_policy_confirm",
+    "dispatch_tool",
+    "parse_context",
+]
+
+logger = logging.getLogger("agybridge")
+
+#: The hook events the bridge fires. ``before_chat``/``after_chat`` wrap every chat;
+#: ``before_tool``/``after_tool`` wrap every tool call; ``on_error`` follows a failure.
+HOOK_EVENTS: tuple[str, ...] = ("before_chat", "after_chat", "before_tool", "after_tool", "on_error")
+
+#: The process-wide registry: agent id -> :class:`AgentBridgeState`.
+BRIDGE_STATE = _select.AgentRegistry()
+
+
+# ------------------------------------------------------------------------------------------
+# Host loops: where async tools run
+# ------------------------------------------------------------------------------------------
+
+
+class HostLoop(Protocol):
+    """An event loop on the host side that can run an async tool and report back."""
+
+    def spawn(self, fn: Callable[..., Awaitable[Any]], kwargs: Mapping[str, Any], shot: Any) -> Callable[[], None]:
+        """Start ``fn(**kwargs)`` on the host loop, complete *shot* with its outcome, and
+        return a function that cancels it (callable from any thread)."""
+        ...
+
+
+def _transfer_task(task: asyncio.Task[Any], shot: Any) -> None:
+    if task.cancelled():
+        shot.cancel()
+    elif task.exception() is not None:
+        shot.set_exception(task.exception())
+    else:
+        shot.set_result(task.result())
+
+
+@dataclass(frozen=True)
+class AsyncioHost:
+    """Runs async tools as tasks on an asyncio loop owned by the host."""
+
+    loop: asyncio.AbstractEventLoop
+
+    def spawn(self, fn: Callable[..., Awaitable[Any]], kwargs: Mapping[str, Any], shot: Any) -> Callable[[], None]:
+        holder: list[asyncio.Task[Any]] = []
+
+        def start() -> None:
+            if shot.done():
+                return  # cancelled before it could start
+            task = self.loop.create_task(_as_coroutine(fn, kwargs))
+            holder.append(task)
+            task.add_done_callback(lambda t: _transfer_task(t, shot))
+
+        def cancel_on_loop() -> None:
+            if holder:
+                holder[0].cancel()
+
+        try:
+            self.loop.call_soon_threadsafe(start)
+        except RuntimeError:
+            raise HostLoopError(
+                "the asyncio loop this agent's async tools were registered from is closed"
+            ) from None
+
+        def cancel() -> None:
+            try:
+                self.loop.call_soon_threadsafe(cancel_on_loop)
+            except RuntimeError:
+                pass
+
+        return cancel
+
+
+@dataclass(frozen=True)
+class TrioHost:
+    """Runs async tools as trio system tasks in the host's trio run."""
+
+    token: Any  # trio.lowlevel.TrioToken
+
+    def spawn(self, fn: Callable[..., Awaitable[Any]], kwargs: Mapping[str, Any], shot: Any) -> Callable[[], None]:
+        import trio
+
+        scopes: list[trio.CancelScope] = []
+
+        async def runner() -> None:
+            with trio.CancelScope() as scope:
+                scopes.append(scope)
+                if shot.done():
+                    return
+                try:
+                    result = await fn(**kwargs)
+                except Exception as exc:  # noqa: BLE001 - a system task must never raise
+                    shot.set_exception(exc)
+                    return
+                shot.set_result(result)
+            if scope.cancelled_caught:
+                shot.cancel()
+
+        try:
+            self.token.run_sync_soon(trio.lowlevel.spawn_system_task, runner)
+        except trio.RunFinishedError:
+            raise HostLoopError("the trio run this agent's async tools were registered from has finished") from None
+
+        def cancel_in_trio() -> None:
+            if scopes:
+                scopes[0].cancel()
+
+        def cancel() -> None:
+            try:
+                self.token.run_sync_soon(cancel_in_trio)
+            except trio.RunFinishedError:
+                pass
+
+        return cancel
+
+
+def current_host() -> HostLoop | None:
+    """The host loop of the calling code: its trio run, its asyncio loop, or None."""
+    trio = sys.modules.get("trio")
+    if trio is not None and trio.lowlevel.in_trio_run():
+        return TrioHost(trio.lowlevel.current_trio_token())
+    try:
+        return AsyncioHost(asyncio.get_running_loop())
+    except RuntimeError:
+        return None
+
+
+async def _as_coroutine(fn: Callable[..., Awaitable[Any]], kwargs: Mapping[str, Any]) -> Any:
+    return await fn(**kwargs)
+
+
+# ------------------------------------------------------------------------------------------
+# Tools, hooks, policies
+# ------------------------------------------------------------------------------------------
+
+_JSON_TYPES: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object"}
+
+
+def _is_async_callable(fn: Any) -> bool:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+
+
+def _parameters_from_signature(signature: inspect.Signature) -> dict[str, Any]:
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for name, param in signature.parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        schema: dict[str, Any] = {}
+        annotation = param.annotation
+        if isinstance(annotation, str):
+            annotation = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict}.get(annotation)
+        if annotation in _JSON_TYPES:
+            schema["type"] = _JSON_TYPES[annotation]
+        properties[name] = schema
+        if param.default is param.empty:
+            required.append(name)
+    return {"type": "object", "properties": properties, "required": required}
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A host function an agent may call by name.
+
+    *parameters* is a JSON-schema-like description of the keyword arguments
+    (``{"type": "object", "properties": {...}, "required": [...]}``); derived from the
+    function's signature when not given. Adapters (pydantic-ai) turn it into the tool
+    schema the model sees.
+    """
+
+    fn: Callable[..., Any]
+    name: str
+    description: str = ""
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    is_async: bool = False
+    signature: inspect.Signature | None = None
+
+    @classmethod
+    def from_function(
+        cls,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+    ) -> Tool:
+        """Describe *fn* as a tool; *name*, *description* and *parameters* default from it."""
+        if not callable(fn):
+            raise TypeError(f"a tool must be callable, not {type(fn).__name__} {fn!r}")
+        tool_name = name if name is not None else getattr(fn, "__name__", None)
+        if not isinstance(tool_name, str) or not tool_name:
+            raise ValueError(f"tool {fn!r} needs a non-empty name (pass name=...)")
+        try:
+            signature: inspect.Signature | None = inspect.signature(fn)
+        except (TypeError, ValueError):
+            signature = None
+        if description is None:
+            doc = inspect.getdoc(fn) or ""
+            description = doc.strip().splitlines()[0] if doc.strip() else ""
+        if parameters is None:
+            parameters = _parameters_from_signature(signature) if signature is not None else {"type": "object"}
+        return cls(fn, tool_name, description, dict(parameters), _is_async_callable(fn), signature)
+
+
+@dataclass(frozen=True)
+class Deny:
+    """Returned by a policy to refuse a tool call, with the reason the agent will see."""
+
+    reason: str
+
+
+#: A policy: ``policy(agent_id, tool_name, context) -> True | None | False | Deny(reason)``.
+Policy = Callable[[str, str, Mapping[str, Any]], Any]
+#: A hook: ``hook(agent_id, event, context) -> None``.
+Hook = Callable[[str, str, Mapping[str, Any]], Any]
+
+
+class HookRunner:
+    """Hooks per event name; each runs synchronously in a worker thread, never on the loop."""
+
+    def __init__(self, hooks: Mapping[str, Iterable[Hook]] | None = None) -> None:
+        self._hooks: dict[str, list[Hook]] = {}
+        for event, fns in (hooks or {}).items():
+            for fn in fns:
+                self.add(event, fn)
+
+    def add(self, event: str, fn: Hook) -> None:
+        """Run ``fn(agent_id, event, context)`` on every *event*."""
+        if event not in HOOK_EVENTS:
+            raise ValueError(f"unknown hook event {event!r}; expected one of {', '.join(HOOK_EVENTS)}")
+        if not callable(fn):
+            raise TypeError(f"a hook must be callable, not {type(fn).__name__} {fn!r}")
+        self._hooks.setdefault(event, []).append(fn)
+
+    def has(self, event: str) -> bool:
+        """True if any hook listens to *event* (so firing it costs nothing otherwise)."""
+        return bool(self._hooks.get(event))
+
+    def for_event(self, event: str) -> list[Hook]:
+        return list(self._hooks.get(event, ()))
+
+
+class PolicySet:
+    """Policies consulted before every tool call; every one must approve."""
+
+    def __init__(self, policies: Iterable[Policy] = ()) -> None:
+        self._policies: list[tuple[str, Policy]] = []
+        for policy in policies:
+            self.add(policy)
+
+    def add(self, policy: Policy, name: str | None = None) -> None:
+        """Add *policy*; *name* (default: the function's name) appears in denials."""
+        if not callable(policy):
+            raise TypeError(f"a policy must be callable, not {type(policy).__name__} {policy!r}")
+        self._policies.append((name or getattr(policy, "__name__", repr(policy)), policy))
+
+    def __bool__(self) -> bool:
+        return bool(self._policies)
+
+    def __len__(self) -> int:
+        return len(self._policies)
+
+    def items(self) -> list[tuple[str, Policy]]:
+        return list(self._policies)
+
+
+@dataclass
+class BridgeStats:
+    """Counters of one agent's callbacks (written on the runtime loop only)."""
+
+    tool_calls: int = 0
+    tool_errors: int = 0
+    denied: int = 0
+    hooks_fired: int = 0
+    hook_errors: int = 0
+
+
+class AgentBridgeState:
+    """Everything the host side knows about one agent: tools, hooks, policies, host loop."""
+
+    def __init__(
+        self,
+        tools: Iterable[Tool | Callable[..., Any]] = (),
+        hooks: HookRunner | Mapping[str, Iterable[Hook]] | None = None,
+        policies: PolicySet | Iterable[Policy] = (),
+        host: HostLoop | None = None,
+    ) -> None:
+        self.tools: dict[str, Tool] = {}
+        for tool in tools:
+            self.add_tool(tool)
+        self.hooks = hooks if isinstance(hooks, HookRunner) else HookRunner(hooks)
+        self.policies = policies if isinstance(policies, PolicySet) else PolicySet(policies)
+        self.host = host
+        self.stats = BridgeStats()
+        self.closed = False
+        self._inflight: set[asyncio.Task[Any]] = set()
+
+    def add_tool(
+        self,
+        tool: Tool | Callable[..., Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+    ) -> Tool:
+        """Register a tool (a :class:`Tool`, or a function described with :meth:`Tool.from_function`)."""
+        if not isinstance(tool, Tool):
+            tool = Tool.from_function(tool, name=name, description=description, parameters=parameters)
+        self.tools[tool.name] = tool
+        return tool
+
+    def tool(self, agent_id: str, name: str) -> Tool:
+        """The tool called *name*; :class:`UnknownToolError` lists the agent's tools otherwise."""
+        tool = self.tools.get(name)
+        if tool is None:
+            raise UnknownToolError(agent_id, name, sorted(self.tools))
+        return tool
+
+    def bind_host(self, host: HostLoop | None) -> None:
+        """Set the host loop async tools run on (done by ``aregister_agent``)."""
+        self.host = host
+
+    def cancel_inflight(self) -> None:
+        """Mark the agent gone and cancel its running tool calls (runtime loop only)."""
+        self.closed = True
+        for task in list(self._inflight):
+            task.cancel()
+
+
+# ------------------------------------------------------------------------------------------
+# Context parsing
+# ------------------------------------------------------------------------------------------
+
+
+def parse_context(context: str | bytes | Mapping[str, Any] | None) -> dict[str, Any]:
+    """Turn a serialized callback context into a dict, or raise :class:`ContextError`.
+
+    A context is a JSON object (as text, bytes or an already-decoded mapping). Its optional
+    ``"args"`` member, an object, holds the tool's keyword arguments; other members are
+    metadata passed to hooks and policies.
+    """
+    if context is None:
+        return {"args": {}}
+    if isinstance(context, (str, bytes, bytearray)):
+        try:
+            decoded = json.loads(context)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ContextError(f"context is not valid JSON: {exc}") from None
+    elif isinstance(context, Mapping):
+        decoded = dict(context)
+    else:
+        raise ContextError(f"context must be JSON text or a dict, not {type(context).__name__}")
+    if not isinstance(decoded, dict):
+        raise ContextError(f"context must be a JSON object, not a JSON {type(decoded).__name__}")
+    args = decoded.setdefault("args", {})
+    if not isinstance(args, dict):
+        raise ContextError(f"context 'args' must be a JSON object of keyword arguments, not {type(args).__name__}")
+    for key in args:
+        if not isinstance(key, str):
+            raise ContextError(f"context 'args' keys must be strings, not {key!r}")
+    return decoded
+
+
+# ------------------------------------------------------------------------------------------
+# Dispatch
+# ------------------------------------------------------------------------------------------
+
+
+def _run_hooks_sync(agent_id: str, event: str, hooks: list[Hook], context: Mapping[str, Any]) -> int:
+    first_error: BaseException | None = None
+    for hook in hooks:
+        try:
+            hook(agent_id, event, context)
+        except Exception as exc:  # noqa: BLE001 - reported below with the agent and event
+            if first_error is None:
+                first_error = exc
+    if first_error is not None:
+        raise HookError(
+            agent_id, event, f"hook for event {event!r} of agent {agent_id!r} raised {first_error!r}"
+        ) from first_error
+    return len(hooks)
+
+
+async def _in_worker(fn: Callable[..., Any], *args: Any) -> Any:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, fn, *args)
+
+
+async def dispatch_hook(agent_id: str, event: str, context: str | bytes | Mapping[str, Any] | None = None) -> None:
+    """Run agent *agent_id*'s hooks for *event* in a worker thread.
+
+    Every hook runs even if one raises; the first failure is raised afterwards as
+    :class:`HookError` naming the agent and the event, with the hook's exception as cause.
+    """
+    state: AgentBridgeState = BRIDGE_STATE.get(agent_id)
+    if event not in HOOK_EVENTS:
+        raise ValueError(f"unknown hook event {event!r}; expected one of {', '.join(HOOK_EVENTS)}")
+    hooks = state.hooks.for_event(event)
+    if not hooks:
+        return
+    parsed = parse_context(context)
+    state.stats.hooks_fired += len(hooks)
+    await _in_worker(_run_hooks_sync, agent_id, event, hooks, parsed)
+
+
+async def fire_hook_quietly(state: AgentBridgeState, agent_id: str, event: str, context: Mapping[str, Any]) -> None:
+    """Fire *event*; a failing hook is logged (agent id and event named), never raised.
+
+    Used around chats and tool calls, where hooks observe and must not change the outcome.
+    """
+    hooks = state.hooks.for_event(event)
+    if not hooks:
+        return
+    state.stats.hooks_fired += len(hooks)
+    try:
+        await _in_worker(_run_hooks_sync, agent_id, event, hooks, context)
+    except HookError as exc:
+        state.stats.hook_errors += 1
+        logger.warning("%s", exc, exc_info=exc.__cause__)
+
+
+def _confirm_sync(agent_id: str, tool_name: str, policies: list[tuple[str, Policy]], context: Mapping[str, Any]) -> None:
+    for name, policy in policies:
+        try:
+            verdict = policy(agent_id, tool_name, context)
+        except Exception as exc:
+            raise PolicyError(
+                agent_id,
+                "policy",
+                f"policy {name!r} raised {exc!r} while checking tool {tool_name!r} for agent {agent_id!r}; "
+                "the call is refused (policies fail closed)",
+            ) from exc
+        if verdict is None or verdict is True:
+            continue
+        if verdict is False:
+            raise PolicyDeniedError(agent_id, tool_name, name, "denied")
+        if isinstance(verdict, Deny):
+            raise PolicyDeniedError(agent_id, tool_name, name, verdict.reason)
+        raise PolicyError(
+            agent_id,
+            "policy",
+            f"policy {name!r} returned {verdict!r}; a policy must return True, None, False or Deny(reason)",
+        )
+
+
+async def dispatch_policy_confirm(
+    agent_id: str, tool_name: str, context: str | bytes | Mapping[str, Any] | None = None
+) -> None:
+    """Ask every policy of *agent_id* whether *tool_name* may run, in a worker thread.
+
+    Returns when all approve. The first denial raises :class:`PolicyDeniedError` naming the
+    agent, the tool, the policy and its reason; a policy that raises makes the call fail
+    with :class:`PolicyError` (fail closed).
+    """
+    state: AgentBridgeState = BRIDGE_STATE.get(agent_id)
+    await _confirm(state, agent_id, tool_name, parse_context(context))
+
+
+async def _confirm(state: AgentBridgeState, agent_id: str, tool_name: str, context: Mapping[str, Any]) -> None:
+    if not state.policies:
+        return
+    try:
+        await _in_worker(_confirm_sync, agent_id, tool_name, state.policies.items(), context)
+    except PolicyDeniedError:
+        state.stats.denied += 1
+        raise
+
+
+async def _run_tool(state: AgentBridgeState, tool: Tool, args: dict[str, Any]) -> Any:
+    if not tool.is_async:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, functools.partial(tool.fn, **args))
+    host = state.host
+    if host is None:
+        return await tool.fn(**args)
+    shot = _select.core.Oneshot()
+    cancel = host.spawn(tool.fn, args, shot)
+    return await await_oneshot(shot, None, lambda: TimeoutError(), cancel)
+
+
+async def dispatch_tool(agent_id: str, tool_name: str, context: str | bytes | Mapping[str, Any] | None = None) -> Any:
+    """Run host tool *tool_name* of agent *agent_id* with the arguments in *context*.
+
+    Awaited on the runtime loop by agent code. In order: look the agent and tool up
+    (:class:`UnknownAgentError`, :class:`UnknownToolError`), parse the context
+    (:class:`ContextError`), ask the policies (:class:`PolicyDeniedError`), fire
+    ``before_tool``, run the tool on the host side (sync: worker thread; async: the host
+    loop it was registered from, or its own task on this loop), fire ``after_tool`` (or
+    ``on_error``) and return the tool's result. A tool's exception propagates to the agent
+    with its original traceback.
+    """
+    state: AgentBridgeState = BRIDGE_STATE.get(agent_id)
+    tool = state.tool(agent_id, tool_name)
+    parsed = parse_context(context)
+    args: dict[str, Any] = parsed["args"]
+    if tool.signature is not None:
+        try:
+            tool.signature.bind(**args)
+        except TypeError as exc:
+            raise ContextError(f"tool {tool_name!r} of agent {agent_id!r} cannot take arguments {args!r}: {exc}") from None
+    state.stats.tool_calls += 1
+    await _confirm(state, agent_id, tool_name, parsed)
+    if state.hooks.has("before_tool"):
+        await fire_hook_quietly(state, agent_id, "before_tool", {"tool": tool_name, "args": args})
+
+    inner = asyncio.get_running_loop().create_task(_run_tool(state, tool, args))
+    state._inflight.add(inner)
+    try:
+        await asyncio.wait((inner,))
+    except asyncio.CancelledError:
+        inner.cancel()
+        raise
+    finally:
+        state._inflight.discard(inner)
+    if inner.cancelled():
+        raise CommandCancelledError(
+            f"agent {agent_id!r} was unregistered while its tool {tool_name!r} was running"
+            if state.closed
+            else f"tool {tool_name!r} of agent {agent_id!r} was cancelled"
+        )
+    error = inner.exception()
+    if error is not None:
+        state.stats.tool_errors += 1
+        if state.hooks.has("on_error"):
+            await fire_hook_quietly(state, agent_id, "on_error", {"tool": tool_name, "args": args, "error": repr(error)})
+        raise error
+    result = inner.result()
+    if state.hooks.has("after_tool"):
+        await fire_hook_quietly(state, agent_id, "after_tool", {"tool": tool_name, "args": args, "result": result})
+    return result
