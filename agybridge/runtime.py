@@ -224,8 +224,12 @@ class PythonRuntime:
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
-        """The runtime's event loop (for code that must schedule onto it directly)."""
-        self.start()
+        """The runtime's event loop (for code that must schedule onto it directly).
+
+        Starts the runtime if it was never started; after shutdown it is the closed loop.
+        """
+        if self._loop is None:
+            self.start()
         assert self._loop is not None
         return self._loop
 

@@ -30,3 +30,59 @@ def _load(name: str) -> ModuleType:
 def core(request: pytest.FixtureRequest) -> ModuleType:
     """The core module under test: ``agybridge._core`` or ``agybridge._core_py``."""
     return _load(request.param)
+
+
+# ------------------------------------------------------------------------------------------
+# Runtime fixtures
+# ------------------------------------------------------------------------------------------
+
+import asyncio  # noqa: E402
+import concurrent.futures  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from typing import Any, TypeVar  # noqa: E402
+
+from agybridge import BRIDGE_STATE, PythonRuntime, RuntimeConfig  # noqa: E402
+
+T = TypeVar("T")
+
+
+def make_config(**overrides: Any) -> RuntimeConfig:
+    """A config for tests: no inter-agent spacing and short bounds unless overridden."""
+    values: dict[str, Any] = {
+        "inter_agent_delay": 0.0,
+        "chat_timeout": 10.0,
+        "operation_timeout": 20.0,
+        "shutdown_grace": 0.5,
+    }
+    values.update(overrides)
+    return RuntimeConfig(**values)
+
+
+@pytest.fixture
+def runtime(core: ModuleType) -> Iterator[PythonRuntime]:
+    """A started runtime on the core under test; shut down (and checked) afterwards."""
+    rt = PythonRuntime(make_config(), core=core)
+    rt.start()
+    try:
+        yield rt
+    finally:
+        rt.shutdown(timeout=10)
+        BRIDGE_STATE.clear()
+
+
+def in_thread(fn: Callable[[], T], timeout: float = 30.0) -> T:
+    """Run *fn* on a fresh thread (a host thread with its own loop) and return its result."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn).result(timeout=timeout)
+
+
+def asyncio_host(coro_fn: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """Run ``asyncio.run(coro_fn())`` on another thread: an asyncio host loop."""
+    return in_thread(lambda: asyncio.run(coro_fn()), timeout)
+
+
+def trio_host(coro_fn: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """Run ``trio.run(coro_fn)`` on another thread: a trio host."""
+    import trio
+
+    return in_thread(lambda: trio.run(coro_fn), timeout)
