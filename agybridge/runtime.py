@@ -531,13 +531,17 @@ class PythonRuntime:
                 "await the coroutine directly or use 'await runtime.asend_command(...)'"
             )
         limit = _check_timeout(timeout, self._op_timeout)
-        self._submit(cmd)
+        if not isinstance(cmd, PyCommand):
+            raise TypeError(f"expected a PyCommand (Chat, Run, RegisterAgent, UnregisterAgent), not {cmd!r}")
         shot = cmd.oneshot
         try:
+            # The submit is inside the guard too: Ctrl-C can land after the push but before
+            # the wait, and the command must not keep running then.
+            self._submit(cmd)
             if not shot.wait(limit) and shot.set_exception(self._timeout_error(cmd, limit)):
                 self._request_abort(cmd)
         except BaseException:
-            # KeyboardInterrupt (or another signal handler's exception) while waiting.
+            # KeyboardInterrupt (or another signal handler's exception), or a refused submit.
             if shot.cancel():
                 self._request_abort(cmd)
             raise
