@@ -71,4 +71,8 @@ def extensions() -> list[Extension]:
     return cythonize([ext], compiler_directives={"language_level": "3"}, quiet=True)
 
 
-setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})
+ext_modules = extensions()
+# pip builds a local directory in place: give the pure build its own build folder so a
+# compiled _core left in build/ by an earlier install can never end up in a pure wheel.
+options = {} if ext_modules else {"build": {"build_base": "build/pure-python"}}
+setup(ext_modules=ext_modules, cmdclass={"build_ext": OptionalBuildExt}, options=options)

@@ -8,6 +8,8 @@ function ``setup.py`` uses, so the build and the import can never disagree.
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
 from types import ModuleType
 from typing import Literal
 
@@ -37,6 +39,16 @@ def _choose() -> tuple[Implementation, ModuleType]:
     except ImportError:
         if env_flag(REQUIRE_EXTENSIONS_VAR):
             raise
+        if (Path(__file__).resolve().parent.parent / "setup.py").exists():
+            # Imported from a source checkout (e.g. `python -m ...` run from its root), which
+            # shadows the installed, compiled package: say so instead of silently slowing down.
+            warnings.warn(
+                "agybridge is imported from its source tree, where the compiled core is not built, "
+                "so it runs on the pure-Python twin; run from another directory, use the "
+                "'agybridge' command, or build in place with 'pip install -e .'",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         return "python", load_core("python")
 
 

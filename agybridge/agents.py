@@ -1,0 +1,104 @@
+"""A scripted agent that behaves like an SDK agent, without a model or a network.
+
+It exists so the bridge can be demonstrated and tested end to end: on each chat it
+"thinks" for a configurable simulated model latency, plans tool calls from the message,
+calls them through :func:`~agybridge.dispatch_tool` with a serialized JSON context exactly
+as an SDK would (so policies and hooks apply), honours policy denials by reporting them in
+its answer, thinks again, and answers.
+
+The plan is read from the message: every ``name(key=value, ...)`` in it is a call of tool
+``name``; values that look like integers or floats are passed as numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+from agybridge.errors import PolicyDeniedError
+from agybridge.state import dispatch_tool
+
+__all__ = ["ScriptedAgent", "ToolCall", "plan_from_message"]
+
+_CALL = re.compile(r"([A-Za-z_]\w*)\(([^()]*)\)")
+
+ToolCall = tuple[str, dict[str, Any]]
+
+
+def _value(text: str) -> Any:
+    text = text.strip()
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
+
+
+def plan_from_message(message: str) -> list[ToolCall]:
+    """The tool calls written in *message* as ``name(key=value, ...)``, in order."""
+    calls: list[ToolCall] = []
+    for name, raw_args in _CALL.findall(message):
+        args: dict[str, Any] = {}
+        for part in filter(None, (p.strip() for p in raw_args.split(","))):
+            key, sep, value = part.partition("=")
+            if not sep:
+                raise ValueError(f"tool call {name}({raw_args}) has an argument without '=': {part!r}")
+            args[key.strip()] = _value(value)
+        calls.append((name, args))
+    return calls
+
+
+class ScriptedAgent:
+    """An offline stand-in for an SDK agent (``async def chat(message) -> str``).
+
+    *latency* is the simulated model time before planning and again before answering.
+    ``history`` keeps the conversation (user messages, tool results, replies) so tests
+    can check that successive chats continue the same conversation.
+    """
+
+    def __init__(
+        self,
+        agent_id: str,
+        *,
+        latency: float = 0.0,
+        planner: Callable[[str], list[ToolCall]] = plan_from_message,
+    ) -> None:
+        self.agent_id = agent_id
+        self.latency = latency
+        self.planner = planner
+        self.history: list[tuple[str, str]] = []
+        self.turn = 0
+        self.closed = False
+
+    async def _think(self) -> None:
+        # A real model call suspends the agent; so does the simulation, even at 0 latency.
+        await asyncio.sleep(self.latency)
+
+    async def chat(self, message: str) -> str:
+        if self.closed:
+            raise RuntimeError(f"agent {self.agent_id!r} is closed")
+        self.turn += 1
+        self.history.append(("user", message))
+        await self._think()
+        outcomes: list[str] = []
+        for index, (name, args) in enumerate(self.planner(message)):
+            context = json.dumps({"args": args, "turn": self.turn, "call_id": f"{self.agent_id}:{self.turn}:{index}"})
+            try:
+                result = await dispatch_tool(self.agent_id, name, context)
+            except PolicyDeniedError as denial:
+                outcomes.append(f"{name} denied ({denial.reason})")
+                self.history.append(("tool", f"{name} denied"))
+                continue
+            outcomes.append(f"{name} -> {result}")
+            self.history.append(("tool", f"{name} -> {result}"))
+        await self._think()
+        reply = f"turn {self.turn}: " + ("; ".join(outcomes) if outcomes else "no tools needed")
+        self.history.append(("assistant", reply))
+        return reply
+
+    async def aclose(self) -> None:
+        self.closed = True
