@@ -25,6 +25,7 @@ from cpython.pythread cimport (
 )
 
 import math
+import os
 import time
 
 from agybridge._diagnostics import report_callback_error
@@ -41,7 +42,64 @@ cdef extern from "pythread.h":
         PyThread_type_lock lock, long long microseconds, int intr_flag
     ) nogil
 
-__all__ = ["AgentRegistry", "CommandQueue", "Oneshot"]
+# Spin-then-park support. A waiter that expects its answer within microseconds polls a
+# completion flag with the GIL released before it parks on a lock: parking and being woken
+# costs an OS wake-up (tens of microseconds on an idle core), polling costs nothing but
+# the core it runs on. The number of concurrent spinners is capped (normally at one fewer
+# than the cores) so spinning callers can never starve the thread they are waiting for.
+cdef extern from *:
+    """
+    #include <time.h>
+    static int agy_spinners = 0;
+    static int agy_max_spinners = 1;
+    static inline int agy_load_int(int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+    static inline void agy_store_int(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+    static inline Py_ssize_t agy_load_ssize(Py_ssize_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+    static inline void agy_store_ssize(Py_ssize_t *p, Py_ssize_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+    static inline void agy_cpu_relax(void) {
+    #if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+    #elif defined(__aarch64__)
+        __asm__ __volatile__("yield");
+    #endif
+    }
+    static inline double agy_now(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    }
+    static inline int agy_enter_spin(void) {
+        int n = __atomic_add_fetch(&agy_spinners, 1, __ATOMIC_ACQ_REL);
+        if (n > __atomic_load_n(&agy_max_spinners, __ATOMIC_RELAXED)) {
+            __atomic_sub_fetch(&agy_spinners, 1, __ATOMIC_ACQ_REL);
+            return 0;
+        }
+        return 1;
+    }
+    static inline void agy_leave_spin(void) { __atomic_sub_fetch(&agy_spinners, 1, __ATOMIC_ACQ_REL); }
+    static inline void agy_set_max_spinners(int n) { __atomic_store_n(&agy_max_spinners, n, __ATOMIC_RELAXED); }
+    """
+    int agy_load_int(int *p) nogil
+    void agy_store_int(int *p, int v) nogil
+    Py_ssize_t agy_load_ssize(Py_ssize_t *p) nogil
+    void agy_store_ssize(Py_ssize_t *p, Py_ssize_t v) nogil
+    void agy_cpu_relax() nogil
+    double agy_now() nogil
+    int agy_enter_spin() nogil
+    void agy_leave_spin() nogil
+    void agy_set_max_spinners(int n) nogil
+
+
+def set_max_spinners(int n):
+    """Cap the number of threads spinning at once (0 disables spinning everywhere)."""
+    if n < 0:
+        raise ValueError(f"max spinners must be >= 0, not {n}")
+    agy_set_max_spinners(n)
+
+
+agy_set_max_spinners(max(0, (os.cpu_count() or 1) - 1))
+
+__all__ = ["AgentRegistry", "CommandQueue", "Oneshot", "set_max_spinners"]
 
 # --------------------------------------------------------------------------------------
 # Shared helpers
@@ -130,7 +188,7 @@ cdef class Oneshot:
             if self._state != _PENDING:
                 return False
             self._value = value
-            self._state = state
+            agy_store_int(&self._state, state)  # release: a spinning waiter then sees _value
             callbacks = self._callbacks
             self._callbacks = None
         PyThread_release_lock(self._waitlock)
@@ -171,12 +229,35 @@ cdef class Oneshot:
 
     # -- waiting ------------------------------------------------------------------------
 
-    cdef bint _wait(self, double limit) except -1:
+    cdef bint _spin(self, double seconds) noexcept nogil:
+        """Poll for completion for up to *seconds*; True if it completed meanwhile."""
+        cdef double deadline
+        cdef int i
+        if seconds <= 0 or not agy_enter_spin():
+            return False
+        deadline = agy_now() + seconds
+        while True:
+            for i in range(64):
+                if agy_load_int(&self._state) != _PENDING:
+                    agy_leave_spin()
+                    return True
+                agy_cpu_relax()
+            if agy_now() >= deadline:
+                agy_leave_spin()
+                return False
+
+    cdef bint _wait(self, double limit, double spin=0.0) except -1:
         cdef PyLockStatus status
         cdef long long micros
         cdef double deadline = 0.0
+        cdef bint spun = False
         if self._state != _PENDING:
             return True
+        if spin > 0:
+            with nogil:
+                spun = self._spin(spin if limit < 0 else min(spin, limit))
+            if spun:
+                return True
         if limit >= 0:
             deadline = _monotonic() + limit
         while True:
@@ -199,13 +280,16 @@ cdef class Oneshot:
         PyThread_release_lock(self._waitlock)
         return True
 
-    def wait(self, timeout=None):
+    def wait(self, timeout=None, spin=0.0):
         """Block until done or *timeout* seconds pass; return ``done()``.
 
+        With *spin* > 0 the waiter first polls for up to *spin* seconds with the GIL
+        released (when a spinning slot is free) before parking: worth it when the answer is
+        expected within microseconds. The pure-Python twin accepts and ignores *spin*.
         A signal handler that raises (Ctrl-C's ``KeyboardInterrupt``) interrupts the wait
         at once and propagates.
         """
-        return self._wait(_check_timeout(timeout))
+        return self._wait(_check_timeout(timeout), spin)
 
     cdef object _outcome(self):
         cdef int state = self._state
@@ -288,6 +372,7 @@ cdef class CommandQueue:
     cdef object _wake
     cdef cython.pymutex _mutex
     cdef list _items
+    cdef Py_ssize_t _count  # len(_items), readable by a spinning consumer without the GIL
     cdef bint _armed
     cdef bint _closed
     cdef Py_ssize_t _wakeups
@@ -298,6 +383,7 @@ cdef class CommandQueue:
             raise TypeError(f"CommandQueue(wake) needs a callable, not {type(wake).__name__}")
         self._wake = wake
         self._items = []
+        self._count = 0
         self._armed = False
         self._closed = False
         self._wakeups = 0
@@ -315,6 +401,7 @@ cdef class CommandQueue:
             if self._closed:
                 raise QueueClosedError("the command queue is closed; no further commands are accepted")
             self._items.append(item)
+            agy_store_ssize(&self._count, self._count + 1)
             if self._armed:
                 return
             self._armed = True
@@ -326,16 +413,49 @@ cdef class CommandQueue:
                 self._armed = False
             raise
 
-    def drain(self):
-        """Take every pending item, oldest first. An empty result marks the consumer idle."""
+    cdef list _take(self, bint disarm_if_empty):
         cdef list items
         with self._mutex:
             items = self._items
             if items:
                 self._items = []
+                agy_store_ssize(&self._count, 0)
                 return items
-            self._armed = False
-        return []
+            if disarm_if_empty:
+                self._armed = False
+        return None
+
+    cdef bint _spin_for_item(self, double seconds) noexcept nogil:
+        # The single consumer's spin is not counted against the callers' spinner cap: it
+        # only happens while the consumer has nothing else to do.
+        cdef double deadline = agy_now() + seconds
+        cdef int i
+        while True:
+            for i in range(64):
+                if agy_load_ssize(&self._count) != 0:
+                    return True
+                agy_cpu_relax()
+            if agy_now() >= deadline:
+                return False
+
+    def drain(self, spin=0.0):
+        """Take every pending item, oldest first. An empty result marks the consumer idle.
+
+        With *spin* > 0 an empty queue is polled for up to *spin* seconds (GIL released)
+        before the consumer is marked idle, so a push arriving meanwhile is taken without
+        any wake-up. The pure-Python twin accepts and ignores *spin*.
+        """
+        cdef list items
+        cdef double seconds = spin
+        items = self._take(seconds <= 0)
+        if items is not None:
+            return items
+        if seconds <= 0:
+            return []
+        with nogil:
+            self._spin_for_item(seconds)
+        items = self._take(True)
+        return items if items is not None else []
 
     def close(self):
         """Refuse all later pushes and return the items still queued, so they can be failed."""
@@ -344,6 +464,7 @@ cdef class CommandQueue:
             self._closed = True
             items = self._items
             self._items = []
+            agy_store_ssize(&self._count, 0)
             self._armed = False
         return items
 

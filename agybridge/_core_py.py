@@ -24,7 +24,7 @@ from agybridge.errors import (
     WaitTimeoutError,
 )
 
-__all__ = ["AgentRegistry", "CommandQueue", "Oneshot"]
+__all__ = ["AgentRegistry", "CommandQueue", "Oneshot", "set_max_spinners"]
 
 # --------------------------------------------------------------------------------------
 # Shared helpers
@@ -49,6 +49,15 @@ def _check_timeout(timeout: float | None) -> float:
     if math.isnan(value) or value < 0:
         raise ValueError(f"timeout must be None or a number >= 0, not {timeout!r}")
     return value
+
+
+def set_max_spinners(n: int) -> None:
+    """Cap the number of threads spinning at once (0 disables spinning everywhere).
+
+    The twin never spins (a Python loop would hold the GIL), so this only validates *n*.
+    """
+    if n < 0:
+        raise ValueError(f"max spinners must be >= 0, not {n}")
 
 
 def _check_agent_id(agent_id: object) -> str:
@@ -136,9 +145,12 @@ class Oneshot:
 
     # -- waiting ------------------------------------------------------------------------
 
-    def wait(self, timeout: float | None = None) -> bool:
+    def wait(self, timeout: float | None = None, spin: float = 0.0) -> bool:
         """Block until done or *timeout* seconds pass; return ``done()``.
 
+        With *spin* > 0 the waiter first polls for up to *spin* seconds with the GIL
+        released (when a spinning slot is free) before parking: worth it when the answer is
+        expected within microseconds. The pure-Python twin accepts and ignores *spin*.
         A signal handler that raises (Ctrl-C's ``KeyboardInterrupt``) interrupts the wait
         at once and propagates.
         """
@@ -275,8 +287,13 @@ class CommandQueue:
                 self._armed = False
             raise
 
-    def drain(self) -> list[Any]:
-        """Take every pending item, oldest first. An empty result marks the consumer idle."""
+    def drain(self, spin: float = 0.0) -> list[Any]:
+        """Take every pending item, oldest first. An empty result marks the consumer idle.
+
+        With *spin* > 0 an empty queue is polled for up to *spin* seconds (GIL released)
+        before the consumer is marked idle, so a push arriving meanwhile is taken without
+        any wake-up. The pure-Python twin accepts and ignores *spin*.
+        """
         with self._mutex:
             items = self._items
             if items:

@@ -141,6 +141,15 @@ class RuntimeConfig:
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     #: Worker threads for synchronous tools, hooks and policies.
     worker_threads: int = 16
+    #: Seconds a blocking caller polls for its result (GIL released) before parking on a
+    #: lock. Parking and being woken costs an OS wake-up, tens of microseconds on an idle
+    #: core; a short poll turns fast round trips into a fraction of that. At most
+    #: cores - 1 threads spin at once, so callers never starve the runtime thread. 0 disables.
+    caller_spin: float = 50e-6
+    #: Seconds the idle runtime loop polls the command queue before sleeping in its
+    #: selector, so a caller's next command is picked up without a wake-up. Only when no
+    #: other callback is ready. 0 disables.
+    loop_spin: float = 50e-6
 
     def __post_init__(self) -> None:
         chat = _seconds("chat_timeout", self.chat_timeout)
@@ -156,6 +165,11 @@ class RuntimeConfig:
         object.__setattr__(
             self, "shutdown_grace", _seconds("shutdown_grace", self.shutdown_grace, allow_zero=True)
         )
+        for name in ("caller_spin", "loop_spin"):
+            spin = _seconds(name, getattr(self, name), allow_zero=True)
+            if spin > 0.01:
+                raise ConfigError(f"{name} must be at most 0.01 s (it burns a core while it lasts), not {spin!r}")
+            object.__setattr__(self, name, spin)
         if not isinstance(self.thread_name, str) or not self.thread_name.strip():
             raise ConfigError(f"thread_name must be a non-empty string, not {self.thread_name!r}")
         if not isinstance(self.use_uvloop, bool):

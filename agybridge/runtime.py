@@ -178,6 +178,8 @@ class PythonRuntime:
         self._oneshot_type = self._core.Oneshot
         self._queue = self._core.CommandQueue(self._wake)
         self._op_timeout = self.config.round_trip_timeout
+        self._caller_spin = self.config.caller_spin
+        self._loop_spin = self.config.loop_spin
         self._lifecycle = threading.Lock()
         self._state = _NEW
         self._death: BaseException | None = None
@@ -538,7 +540,7 @@ class PythonRuntime:
             # The submit is inside the guard too: Ctrl-C can land after the push but before
             # the wait, and the command must not keep running then.
             self._submit(cmd)
-            if not shot.wait(limit) and shot.set_exception(self._timeout_error(cmd, limit)):
+            if not shot.wait(limit, self._caller_spin) and shot.set_exception(self._timeout_error(cmd, limit)):
                 self._request_abort(cmd)
         except BaseException:
             # KeyboardInterrupt (or another signal handler's exception), or a refused submit.
@@ -661,7 +663,10 @@ class PythonRuntime:
             pass
 
     def _on_wake(self) -> None:
-        batch = self._queue.drain()
+        spin = self._loop_spin
+        if spin and getattr(self._loop, "_ready", None):
+            spin = 0.0  # other callbacks are waiting: do not hold the loop for a push
+        batch = self._queue.drain(spin)
         if not batch:
             return  # the queue marked us idle: the next push wakes us again
         self._n_submitted += len(batch)

@@ -83,6 +83,9 @@ def test_operation_timeout_is_derived_from_the_given_chat_timeout() -> None:
         ("max_in_flight", 0),
         ("max_in_flight", 1.5),
         ("worker_threads", 0),
+        ("caller_spin", -1e-6),
+        ("caller_spin", 0.5),
+        ("loop_spin", math.nan),
     ],
 )
 def test_invalid_fields_raise_naming_the_field(field: str, value: object) -> None:

@@ -288,3 +288,27 @@ def test_ctrl_c_interrupts_a_blocked_wait(core: ModuleType) -> None:
     finally:
         timer.cancel()
     assert not shot.done()
+
+
+def test_wait_with_spin(core: ModuleType) -> None:
+    shot = core.Oneshot()
+    assert shot.wait(timeout=0.01, spin=0.005) is False
+    ready = threading.Barrier(2)
+    thread = threading.Thread(target=lambda: (ready.wait(10), shot.set_result("spun")))
+    thread.start()
+    ready.wait(10)
+    assert shot.wait(timeout=10, spin=0.001) is True
+    assert shot.result() == "spun"
+    thread.join(timeout=10)
+
+
+def test_set_max_spinners(core: ModuleType) -> None:
+    with pytest.raises(ValueError):
+        core.set_max_spinners(-1)
+    core.set_max_spinners(0)  # spinning disabled: waits still work
+    try:
+        shot = core.Oneshot()
+        threading.Timer(0.01, shot.set_result, args=(1,)).start()
+        assert shot.wait(timeout=10, spin=0.5) is True
+    finally:
+        core.set_max_spinners(max(0, (os.cpu_count() or 1) - 1))  # the import-time default

@@ -7,6 +7,8 @@ from types import ModuleType
 
 import pytest
 
+from conftest import _load as load_core
+
 from agybridge.errors import QueueClosedError
 
 PRODUCERS = 8
@@ -143,3 +145,49 @@ def test_close_races_with_pushes_nothing_lost(core: ModuleType) -> None:
         for t in threads:
             t.join(timeout=10)
         assert sorted(drained) == sorted((p, i) for p in range(4) for i in accepted[p])
+
+
+def test_drain_with_spin_keeps_the_idle_contract(core: ModuleType) -> None:
+    wakes: list[int] = []
+    queue = core.CommandQueue(lambda: wakes.append(1))
+    queue.push("first")
+    assert queue.drain() == ["first"]
+    pushed = threading.Event()
+
+    def late_producer() -> None:
+        pushed.wait(10)
+        queue.push("during spin")
+
+    producer = threading.Thread(target=late_producer)
+    producer.start()
+    pushed.set()
+    batch = queue.drain(spin=0.5)
+    producer.join(timeout=10)
+    if batch:
+        # Caught while spinning: the consumer was still busy, so the push cost no wake-up.
+        assert batch == ["during spin"] and len(wakes) == 1
+        assert core.__name__.endswith("_core"), "the pure twin does not spin"
+    else:
+        # Not caught: the queue went idle, so the push woke the consumer and is pending.
+        assert len(wakes) == 2 and queue.drain() == ["during spin"]
+    assert queue.drain(spin=0.001) == []
+    queue.push("after idle")
+    assert len(wakes) == (2 if batch else 3), "an empty drain(spin) must leave the consumer idle"
+
+
+def test_compiled_drain_spin_catches_a_push_without_wakeup() -> None:
+    core = load_core("cython")  # only the compiled core spins; the twin ignores spin
+    for _attempt in range(20):
+        wakes: list[int] = []
+        queue = core.CommandQueue(lambda: wakes.append(1))
+        queue.push(0)
+        queue.drain()
+        ready = threading.Barrier(2)
+        thread = threading.Thread(target=lambda: (ready.wait(10), queue.push("x")))
+        thread.start()
+        ready.wait(10)
+        batch = queue.drain(spin=0.5)  # the push lands well within half a second
+        thread.join(timeout=10)
+        if batch == ["x"] and len(wakes) == 1:
+            return
+    raise AssertionError("the spinning drain never caught a push")
