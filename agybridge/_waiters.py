@@ -45,16 +45,32 @@ async def await_oneshot(
     timeout: float | None,
     on_timeout: Callable[[], BaseException],
     abort: Callable[[], object],
+    spin: float = 0.0,
 ) -> Any:
     """Wait for *shot* under asyncio or trio and return its result (or raise its error).
 
     *timeout* (seconds, None for none) completes the oneshot with ``on_timeout()`` if it is
     still pending then; *abort* is called whenever this waiter's cancellation or timeout
     is what completed the oneshot, to stop the remote work.
+
+    *spin* > 0: if the caller's loop has nothing else ready to run, first poll for up to
+    *spin* seconds (GIL released) before suspending. An idle loop would otherwise go to
+    sleep in its selector and pay an OS wake-up for the answer; polling delays nothing
+    because nothing else was runnable.
     """
     if current_async_library() == "trio":
+        if spin and not shot.done() and _trio_idle():
+            shot.wait(spin, spin)
         return await _await_trio(shot, timeout, on_timeout, abort)
+    if spin and not shot.done() and not getattr(asyncio.get_running_loop(), "_ready", True):
+        shot.wait(spin, spin)
     return await _await_asyncio(shot, timeout, on_timeout, abort)
+
+
+def _trio_idle() -> bool:
+    import trio
+
+    return trio.lowlevel.current_statistics().tasks_runnable == 0
 
 
 def _set_fut_done(fut: asyncio.Future[None]) -> None:

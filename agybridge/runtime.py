@@ -557,8 +557,9 @@ class PythonRuntime:
         """
         limit = _check_timeout(timeout, self._op_timeout)
         self._submit(cmd)
+        spin = 0.0 if self._on_runtime_thread() else self._caller_spin
         return await await_oneshot(
-            cmd.oneshot, limit, lambda: self._timeout_error(cmd, limit), lambda: self._request_abort(cmd)
+            cmd.oneshot, limit, lambda: self._timeout_error(cmd, limit), lambda: self._request_abort(cmd), spin
         )
 
     # -- helpers ---------------------------------------------------------------------------
@@ -714,10 +715,13 @@ class PythonRuntime:
         except BaseException as exc:  # noqa: BLE001 - every outcome goes to the caller
             shot.set_exception(exc)
         else:
-            shot.set_result(result)
-        finally:
-            self._active.pop(cmd, None)
-            self._account(cmd)
+            if shot.set_result(result):
+                self._n_completed += 1  # the common case, counted without inspecting the oneshot
+                if self._active:
+                    self._active.pop(cmd, None)
+                return
+        self._active.pop(cmd, None)
+        self._account(cmd)
 
     # -- handlers ------------------------------------------------------------------------
 
