@@ -542,8 +542,13 @@ class PythonRuntime:
             self._submit(cmd)
             if not shot.wait(limit, self._caller_spin) and shot.set_exception(self._timeout_error(cmd, limit)):
                 self._request_abort(cmd)
+        except Exception as exc:
+            # A refused submit (shut down, busy): the oneshot records the same outcome.
+            if shot.set_exception(exc):
+                self._request_abort(cmd)
+            raise
         except BaseException:
-            # KeyboardInterrupt (or another signal handler's exception), or a refused submit.
+            # KeyboardInterrupt (or another signal handler's exception) while waiting.
             if shot.cancel():
                 self._request_abort(cmd)
             raise
@@ -556,7 +561,12 @@ class PythonRuntime:
         the awaiting task cancels the command on the runtime loop.
         """
         limit = _check_timeout(timeout, self._op_timeout)
-        self._submit(cmd)
+        try:
+            self._submit(cmd)
+        except Exception as exc:
+            if isinstance(cmd, PyCommand):
+                cmd.oneshot.set_exception(exc)  # a refused command is completed too
+            raise
         spin = 0.0 if self._on_runtime_thread() else self._caller_spin
         return await await_oneshot(
             cmd.oneshot, limit, lambda: self._timeout_error(cmd, limit), lambda: self._request_abort(cmd), spin
@@ -743,32 +753,37 @@ class PythonRuntime:
         slot.chats[cmd] = task
         try:
             await self._space_chat()
-            state = BRIDGE_STATE.find(cmd.agent_id)
-            if state is not None and state.hooks.has("before_chat"):
-                await fire_hook_quietly(state, cmd.agent_id, "before_chat", {"message": cmd.message})
             limit = self.config.chat_timeout
-            try:
-                reply = await _bounded(
-                    slot.agent.chat(cmd.message),
-                    limit,
-                    lambda: ChatTimeoutError(
-                        f"agent {cmd.agent_id!r} did not answer {cmd.describe()} within the {limit} s chat timeout"
-                    ),
-                )
-                if not isinstance(reply, str):
-                    raise TypeError(
-                        f"agent {cmd.agent_id!r} returned {type(reply).__name__} from chat(); "
-                        "the agent protocol requires a str reply"
-                    )
-            except Exception as exc:
-                if state is not None and state.hooks.has("on_error"):
-                    await fire_hook_quietly(state, cmd.agent_id, "on_error", {"message": cmd.message, "error": repr(exc)})
-                raise
-            if state is not None and state.hooks.has("after_chat"):
-                await fire_hook_quietly(state, cmd.agent_id, "after_chat", {"message": cmd.message, "reply": reply})
-            return reply
+            # The chat timeout bounds the whole turn, hooks included: a hanging hook must not
+            # stall a chat for longer than the agent itself may take.
+            return await _bounded(
+                self._chat_turn(cmd, slot),
+                limit,
+                lambda: ChatTimeoutError(
+                    f"agent {cmd.agent_id!r} did not answer {cmd.describe()} within the {limit} s chat timeout"
+                ),
+            )
         finally:
             slot.chats.pop(cmd, None)
+
+    async def _chat_turn(self, cmd: Chat, slot: _AgentSlot) -> str:
+        state = BRIDGE_STATE.find(cmd.agent_id)
+        if state is not None and state.hooks.has("before_chat"):
+            await fire_hook_quietly(state, cmd.agent_id, "before_chat", {"message": cmd.message})
+        try:
+            reply = await slot.agent.chat(cmd.message)
+            if not isinstance(reply, str):
+                raise TypeError(
+                    f"agent {cmd.agent_id!r} returned {type(reply).__name__} from chat(); "
+                    "the agent protocol requires a str reply"
+                )
+        except Exception as exc:
+            if state is not None and state.hooks.has("on_error"):
+                await fire_hook_quietly(state, cmd.agent_id, "on_error", {"message": cmd.message, "error": repr(exc)})
+            raise
+        if state is not None and state.hooks.has("after_chat"):
+            await fire_hook_quietly(state, cmd.agent_id, "after_chat", {"message": cmd.message, "reply": reply})
+        return reply
 
     async def _space_chat(self) -> None:
         """Reserve the next chat start slot: chats start at least inter_agent_delay apart."""

@@ -1,0 +1,219 @@
+"""Stress: nothing lost, nothing completed twice, nobody left waiting.
+
+8 producer threads, an asyncio host and a trio host submit a mix of fast and slow
+coroutines, failures, caller cancellations and short timeouts, and the runtime is shut
+down in the middle of the run. Every command must end in exactly one outcome.
+
+Short mode (CI): 10,000 commands. Long mode: ``AGYBRIDGE_STRESS=long`` (100,000), or
+``AGYBRIDGE_STRESS=<count>``; the figures are printed (``pytest -s`` shows them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import threading
+import time
+from collections import Counter
+from types import ModuleType
+from typing import Any
+
+import pytest
+from conftest import make_config
+
+from agybridge import (
+    CommandCancelledError,
+    OperationTimeoutError,
+    PythonRuntime,
+    Run,
+    RuntimeShutdownError,
+)
+
+_MODE = os.environ.get("AGYBRIDGE_STRESS", "short")
+TOTAL = 100_000 if _MODE == "long" else (int(_MODE) if _MODE.isdigit() else 10_000)
+THREADS = 8
+KINDS = ("fast", "fast", "fast", "slow", "error", "timeout", "cancel")
+
+
+class Ledger:
+    """Every attempted command, its outcome(s), its completions and its executions."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.attempted: set[int] = set()
+        self.outcomes: dict[int, list[str]] = {}
+        self.completions: Counter[int] = Counter()
+        self.executions: Counter[int] = Counter()
+        self.wrong: list[str] = []
+
+    def attempt(self, i: int, cmd: Run) -> None:
+        with self.lock:
+            self.attempted.add(i)
+
+        def completed(_shot: Any) -> None:
+            with self.lock:
+                self.completions[i] += 1
+
+        cmd.oneshot.add_done_callback(completed)
+
+    def outcome(self, i: int, kind: str, value: Any = None, error: BaseException | None = None) -> None:
+        if error is None:
+            label = "result"
+            if value != i:
+                self.wrong.append(f"command {i} got result {value!r}")
+        elif isinstance(error, OperationTimeoutError):
+            label = "timeout"
+        elif isinstance(error, RuntimeShutdownError):
+            label = "shutdown"
+        elif isinstance(error, (CommandCancelledError, asyncio.CancelledError)):
+            label = "cancelled"
+        elif isinstance(error, ValueError) and kind == "error" and error.args == (i,):
+            label = "error"
+        else:
+            label = f"unexpected {type(error).__name__}: {error}"
+            self.wrong.append(f"command {i} ({kind}): {label}")
+        with self.lock:
+            self.outcomes.setdefault(i, []).append(label)
+
+    @property
+    def finished(self) -> int:
+        return len(self.outcomes)
+
+
+def _plan(seed: int) -> list[tuple[int, str]]:
+    rng = random.Random(seed)
+    return [(i, rng.choice(KINDS)) for i in range(TOTAL)]
+
+
+def _job_factory(ledger: Ledger) -> Any:
+    async def job(i: int, kind: str, pause: float) -> int:
+        ledger.executions[i] += 1  # runs on the one runtime thread: no lock needed
+        if kind == "error":
+            raise ValueError(i)
+        if kind in ("slow", "timeout", "cancel"):
+            await asyncio.sleep(pause)
+        return i
+
+    return job
+
+
+def _pause(kind: str, rng: random.Random) -> float:
+    return {"slow": rng.uniform(0.0002, 0.003), "timeout": 0.05, "cancel": rng.uniform(0.0, 0.01)}.get(kind, 0.0)
+
+
+@pytest.mark.timeout(1800 if TOTAL > 10_000 else 240)
+def test_stress_every_command_completes_exactly_once(core: ModuleType) -> None:
+    import trio
+
+    runtime = PythonRuntime(make_config(shutdown_grace=0.05, operation_timeout=60, max_in_flight=1_000_000), core=core).start()
+    ledger = Ledger()
+    job = _job_factory(ledger)
+    plan = _plan(1234)
+    # Split: the threads take 60%, the asyncio and trio hosts 20% each.
+    cut1, cut2 = int(TOTAL * 0.6), int(TOTAL * 0.8)
+    thread_share = [plan[k:cut1:THREADS] for k in range(THREADS)]
+    asyncio_share, trio_share = plan[cut1:cut2], plan[cut2:]
+
+    def thread_producer(items: list[tuple[int, str]], seed: int) -> None:
+        rng = random.Random(seed)
+        for i, kind in items:
+            cmd = Run(job, (i, kind, _pause(kind, rng)), oneshot=core.Oneshot())
+            ledger.attempt(i, cmd)
+            timeout = 0.002 if kind == "timeout" else (rng.uniform(0.0005, 0.02) if kind == "cancel" else None)
+            try:
+                value = runtime.send_command(cmd, timeout)
+            except Exception as exc:  # noqa: BLE001 - classified by the ledger
+                ledger.outcome(i, kind, error=exc)
+            else:
+                ledger.outcome(i, kind, value)
+
+    async def one_asyncio(i: int, kind: str, rng: random.Random) -> None:
+        cmd = Run(job, (i, kind, _pause(kind, rng)), oneshot=core.Oneshot())
+        ledger.attempt(i, cmd)  # no await between this and the submit inside asend_command
+        try:
+            value = await runtime.asend_command(cmd, 0.002 if kind == "timeout" else None)
+        except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001
+            ledger.outcome(i, kind, error=exc)
+        else:
+            ledger.outcome(i, kind, value)
+
+    async def asyncio_host() -> None:
+        rng = random.Random(99)
+        loop = asyncio.get_running_loop()
+        for start in range(0, len(asyncio_share), 200):
+            tasks = []
+            for i, kind in asyncio_share[start : start + 200]:
+                task = loop.create_task(one_asyncio(i, kind, rng))
+                if kind == "cancel":
+                    loop.call_later(rng.uniform(0.0, 0.005), task.cancel)
+                tasks.append(task)
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def one_trio(i: int, kind: str, rng: random.Random) -> None:
+        cmd = Run(job, (i, kind, _pause(kind, rng)), oneshot=core.Oneshot())
+        ledger.attempt(i, cmd)
+        cancelled = True
+        with trio.move_on_after(rng.uniform(0.0, 0.005) if kind == "cancel" else float("inf")):
+            try:
+                value = await runtime.asend_command(cmd, 0.002 if kind == "timeout" else None)
+            except Exception as exc:  # noqa: BLE001
+                ledger.outcome(i, kind, error=exc)
+            else:
+                ledger.outcome(i, kind, value)
+            cancelled = False
+        if cancelled:
+            ledger.outcome(i, kind, error=CommandCancelledError("cancelled by the trio caller"))
+
+    async def trio_host() -> None:
+        rng = random.Random(7)
+        for start in range(0, len(trio_share), 200):
+            async with trio.open_nursery() as nursery:
+                for i, kind in trio_share[start : start + 200]:
+                    nursery.start_soon(one_trio, i, kind, rng)
+
+    def shut_down_midway() -> None:
+        while ledger.finished < TOTAL // 2 and not stop_monitor.is_set():
+            time.sleep(0.001)
+        runtime.shutdown(grace=0.05)
+
+    stop_monitor = threading.Event()
+    began = time.perf_counter()
+    workers = [threading.Thread(target=thread_producer, args=(share, k)) for k, share in enumerate(thread_share)]
+    workers.append(threading.Thread(target=lambda: asyncio.run(asyncio_host())))
+    workers.append(threading.Thread(target=lambda: trio.run(trio_host)))
+    monitor = threading.Thread(target=shut_down_midway)
+    monitor.start()
+    for w in workers:
+        w.start()
+    deadline = time.monotonic() + (1500 if TOTAL > 10_000 else 200)
+    for w in workers:
+        w.join(timeout=max(0.0, deadline - time.monotonic()))
+    hung = [w.name for w in workers if w.is_alive()]
+    stop_monitor.set()
+    monitor.join(timeout=30)
+    elapsed = time.perf_counter() - began
+
+    attempted = ledger.attempted
+    lost = [i for i in attempted if i not in ledger.outcomes]
+    doubled = [i for i, labels in ledger.outcomes.items() if len(labels) != 1]
+    completions_off = [i for i in attempted if ledger.completions[i] != 1]
+    ran_twice = [i for i, n in ledger.executions.items() if n > 1]
+    labels = Counter(labels[0] for labels in ledger.outcomes.values())
+    metrics = runtime.metrics()
+    print(
+        f"\nstress ({runtime.implementation}): {len(attempted)} commands in {elapsed:.1f} s; "
+        f"outcomes {dict(labels)}; lost {len(lost)}, duplicated {len(doubled)}, "
+        f"completions != 1: {len(completions_off)}, executed twice: {len(ran_twice)}, hung callers {len(hung)}; "
+        f"runtime {metrics}"
+    )
+    assert not hung, f"callers still waiting: {hung}"
+    assert len(attempted) == TOTAL
+    assert not lost, f"{len(lost)} commands lost, e.g. {lost[:5]}"
+    assert not doubled, f"{len(doubled)} commands with more than one outcome, e.g. {doubled[:5]}"
+    assert not completions_off, f"oneshots not completed exactly once: {completions_off[:5]}"
+    assert not ran_twice, f"commands executed twice: {ran_twice[:5]}"
+    assert not ledger.wrong, ledger.wrong[:5]
+    assert labels["result"] > 0 and labels["error"] > 0 and labels["timeout"] > 0 and labels["shutdown"] > 0
+    assert labels["cancelled"] > 0
+    assert metrics.in_flight == 0 and metrics.submitted == metrics.finished
