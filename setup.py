@@ -34,8 +34,7 @@ WARNING = (
     "\n" + "*" * 78 + "\n"
     "WARNING: agybridge's compiled core (agybridge._core) could not be built:\n  {error}\n"
     "agybridge is installed anyway and runs on its pure-Python twin (slower hot path).\n"
-    "Install a C compiler and the Python headers, then reinstall, to get the compiled core.\n"
-    + "*" * 78 + "\n"
+    "Install a C compiler and the Python headers, then reinstall, to get the compiled core.\n" + "*" * 78 + "\n"
 )
 
 

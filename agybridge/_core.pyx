@@ -232,12 +232,12 @@ cdef class Oneshot:
     cdef bint _spin(self, double seconds) noexcept nogil:
         """Poll for completion for up to *seconds*; True if it completed meanwhile."""
         cdef double deadline
-        cdef int i
+        cdef int _i
         if seconds <= 0 or not agy_enter_spin():
             return False
         deadline = agy_now() + seconds
         while True:
-            for i in range(64):
+            for _i in range(64):
                 if agy_load_int(&self._state) != _PENDING:
                     agy_leave_spin()
                     return True
@@ -429,9 +429,9 @@ cdef class CommandQueue:
         # The single consumer's spin is not counted against the callers' spinner cap: it
         # only happens while the consumer has nothing else to do.
         cdef double deadline = agy_now() + seconds
-        cdef int i
+        cdef int _i
         while True:
-            for i in range(64):
+            for _i in range(64):
                 if agy_load_ssize(&self._count) != 0:
                     return True
                 agy_cpu_relax()

@@ -227,10 +227,10 @@ class Oneshot:
         # Every callback must run even if an earlier one raised, so nothing escapes here.
         try:
             fn(self)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - the completer must finish whatever a callback does
             try:
                 report_callback_error(fn, exc)
-            except BaseException:
+            except BaseException:  # noqa: BLE001 - logging itself failed: nothing left to tell
                 pass
 
 

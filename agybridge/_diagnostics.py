@@ -15,6 +15,4 @@ logger = logging.getLogger("agybridge")
 
 def report_callback_error(callback: Callable[..., Any], exc: BaseException) -> None:
     """Log an exception that escaped a done callback, with its traceback."""
-    logger.error(
-        "exception in oneshot done callback %r", callback, exc_info=(type(exc), exc, exc.__traceback__)
-    )
+    logger.error("exception in oneshot done callback %r", callback, exc_info=(type(exc), exc, exc.__traceback__))

@@ -11,9 +11,11 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 from types import ModuleType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from agybridge._env import REQUIRE_EXTENSIONS_VAR, env_flag, no_extensions_requested
+
+__all__ = ["IMPLEMENTATION", "AgentRegistry", "CommandQueue", "Implementation", "Oneshot", "core", "load_core"]
 
 Implementation = Literal["cython", "python"]
 
@@ -53,6 +55,11 @@ def _choose() -> tuple[Implementation, ModuleType]:
 
 
 IMPLEMENTATION, core = _choose()
-Oneshot = core.Oneshot
-CommandQueue = core.CommandQueue
-AgentRegistry = core.AgentRegistry
+
+if TYPE_CHECKING:
+    # Both implementations are typed by one stub, agybridge/_core.pyi.
+    from agybridge._core import AgentRegistry, CommandQueue, Oneshot
+else:
+    Oneshot = core.Oneshot
+    CommandQueue = core.CommandQueue
+    AgentRegistry = core.AgentRegistry

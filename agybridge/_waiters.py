@@ -141,10 +141,8 @@ async def _await_trio(
             pass
 
     def abort_fn(_raise_cancel: Any) -> trio.lowlevel.Abort:
-        if trio.current_time() >= deadline:
-            won = shot.set_exception(on_timeout())
-        else:
-            won = shot.cancel()
+        # Our own deadline passed: the outcome is a timeout; otherwise an outer cancellation.
+        won = shot.set_exception(on_timeout()) if trio.current_time() >= deadline else shot.cancel()
         if not won:
             return trio.lowlevel.Abort.FAILED  # the result is in; reschedule() is on its way
         waiting[0] = False

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
@@ -214,7 +215,25 @@ def _time_block(fn: Callable[[], Any], n: int, out: list[float]) -> None:
         out.append(perf() - started)
 
 
-def _time_async_block(run_async: Callable[[Callable[[], Any]], Any], call: Callable[[], Any], n: int, out: list[float]) -> None:
+def _sync_take(call: Callable[[], Any], block: int) -> Callable[[list[float]], None]:
+    return lambda out: _time_block(call, block, out)
+
+
+def _async_take(host: _HostLoop, call: Callable[[], Any], block: int) -> Callable[[list[float]], None]:
+    return lambda out: _time_async_block(host.run, call, block, out)
+
+
+def _repeat(take: Callable[[list[float]], None], times: int) -> Callable[[list[float]], None]:
+    def run(out: list[float]) -> None:
+        for _ in range(times):
+            take(out)
+
+    return run
+
+
+def _time_async_block(
+    run_async: Callable[[Callable[[], Any]], Any], call: Callable[[], Any], n: int, out: list[float]
+) -> None:
     """Time *n* awaited calls inside an already running host loop (asyncio or trio)."""
 
     async def body() -> None:
@@ -293,7 +312,9 @@ def _runtimes() -> Iterator[list[tuple[str, PythonRuntime]]]:
             rt.shutdown()
 
 
-def _interleave(rounds: int, contenders: list[tuple[Series, Callable[[list[float]], None]]], log: Callable[[str], None]) -> None:
+def _interleave(
+    rounds: int, contenders: list[tuple[Series, Callable[[list[float]], None]]], log: Callable[[str], None]
+) -> None:
     for round_index in range(rounds):
         # Rotate the order each round so no contender always runs first (warm) or last.
         shift = round_index % len(contenders)
@@ -342,23 +363,44 @@ def _scenario_round_trips(options: BenchOptions, log: Callable[[str], None]) -> 
 
         add("floor", "_thread lock handoff", lambda out: _time_block(floor.call, block, out))
         for name, rt in runtimes:
-            add("sync round trip", name, lambda out, rt=rt: _time_block(lambda: rt.run(_noop), block, out))
-        add("sync round trip", "run_coroutine_threadsafe", lambda out: _time_block(lambda: asyncio.run_coroutine_threadsafe(_noop(), plain.loop).result(), block, out))
+            add("sync round trip", name, _sync_take(functools.partial(rt.run, _noop), block))
+        add(
+            "sync round trip",
+            "run_coroutine_threadsafe",
+            lambda out: _time_block(lambda: asyncio.run_coroutine_threadsafe(_noop(), plain.loop).result(), block, out),
+        )
         if portal is not None:
-            add("sync round trip", "anyio portal.call", lambda out: _time_block(lambda: portal.portal.call(_noop), block, out))
+            add(
+                "sync round trip",
+                "anyio portal.call",
+                lambda out: _time_block(lambda: portal.portal.call(_noop), block, out),
+            )
 
         for name, rt in runtimes:
-            add("asyncio round trip", name, lambda out, rt=rt: _time_async_block(asyncio_host.run, lambda rt=rt: rt.arun(_noop), block, out))
+            add(
+                "asyncio round trip",
+                name,
+                _async_take(asyncio_host, functools.partial(rt.arun, _noop), block),
+            )
         add(
             "asyncio round trip",
             "wrap_future(run_coroutine_threadsafe)",
-            lambda out: _time_async_block(asyncio_host.run, lambda: asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_noop(), plain.loop)), block, out),
+            lambda out: _time_async_block(
+                asyncio_host.run,
+                lambda: asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_noop(), plain.loop)),
+                block,
+                out,
+            ),
         )
         if trio_host is not None:
             import trio
 
             for name, rt in runtimes:
-                add("trio round trip", name, lambda out, rt=rt: _time_async_block(trio_host.run, lambda rt=rt: rt.arun(_noop), block, out))
+                add(
+                    "trio round trip",
+                    name,
+                    _async_take(trio_host, functools.partial(rt.arun, _noop), block),
+                )
             add(
                 "trio round trip",
                 "to_thread.run_sync(future.result)",
@@ -395,7 +437,9 @@ def _scenario_throughput(options: BenchOptions, log: Callable[[str], None]) -> l
         for threads in options.threads:
             per_thread = max(1, total // threads)
 
-            def measure(call: Callable[[], Any], threads: int = threads, per_thread: int = per_thread) -> Callable[[list[float]], None]:
+            def measure(
+                call: Callable[[], Any], threads: int = threads, per_thread: int = per_thread
+            ) -> Callable[[list[float]], None]:
                 def take(out: list[float]) -> None:
                     start = threading.Barrier(threads + 1)
 
@@ -419,7 +463,7 @@ def _scenario_throughput(options: BenchOptions, log: Callable[[str], None]) -> l
             for name, rt in runtimes:
                 series = Series(scenario, name, "ops/s")
                 results.append(series)
-                contenders.append((series, measure(lambda rt=rt: rt.run(_noop))))
+                contenders.append((series, measure(functools.partial(rt.run, _noop))))
             series = Series(scenario, "run_coroutine_threadsafe", "ops/s")
             results.append(series)
             contenders.append((series, measure(lambda: asyncio.run_coroutine_threadsafe(_noop(), plain.loop).result())))
@@ -502,11 +546,11 @@ def _scenario_micro(options: BenchOptions, log: Callable[[str], None]) -> list[S
             ("micro oneshot create+set+result", oneshot_cycle),
             ("micro queue push (+drain per 16)", queue_cycle),
             ("micro registry get (hit)", registry_get),
-            ("micro registry find (miss)", lambda out, core=core: registry_get(out, core, hit=False)),
+            ("micro registry find (miss)", functools.partial(registry_get, core=core, hit=False)),
         ):
             series = Series(scenario, name, "s/op")
             results.append(series)
-            contenders.append((series, lambda out, take=take: [take(out) for _ in range(5)]))
+            contenders.append((series, _repeat(take, 5)))
     _interleave(options.rounds, contenders, log)
     return results
 
@@ -528,16 +572,66 @@ class Target:
 
 
 TARGETS = [
-    Target("sync round trip", "agybridge", "sync round trip", "run_coroutine_threadsafe", 0.25, "sync p50 <= 0.25x run_coroutine_threadsafe"),
-    Target("sync round trip", "agybridge", "floor", "_thread lock handoff", 2.0, "sync p50 <= 2x the lock-handoff floor"),
-    Target("asyncio round trip", "agybridge", "asyncio round trip", "wrap_future(run_coroutine_threadsafe)", 0.4, "asyncio p50 <= 0.4x wrap_future"),
-    Target("trio round trip", "agybridge", "trio round trip", "to_thread.run_sync(future.result)", 0.3, "trio p50 <= 0.3x to_thread"),
-    Target("throughput 8 threads", "agybridge", "throughput 8 threads", "run_coroutine_threadsafe", 4.0, "8-thread throughput >= 4x run_coroutine_threadsafe", at_least=True),
-    Target("in flight 10000", "agybridge", "in flight 1", "agybridge", 2.0, "per-command cost at 10,000 in flight <= 2x at 1"),
-    Target("sync round trip", "agybridge-pure", "sync round trip", "run_coroutine_threadsafe", 0.5, "pure twin sync p50 <= 0.5x run_coroutine_threadsafe"),
+    Target(
+        "sync round trip",
+        "agybridge",
+        "sync round trip",
+        "run_coroutine_threadsafe",
+        0.25,
+        "sync p50 <= 0.25x run_coroutine_threadsafe",
+    ),
+    Target(
+        "sync round trip", "agybridge", "floor", "_thread lock handoff", 2.0, "sync p50 <= 2x the lock-handoff floor"
+    ),
+    Target(
+        "asyncio round trip",
+        "agybridge",
+        "asyncio round trip",
+        "wrap_future(run_coroutine_threadsafe)",
+        0.4,
+        "asyncio p50 <= 0.4x wrap_future",
+    ),
+    Target(
+        "trio round trip",
+        "agybridge",
+        "trio round trip",
+        "to_thread.run_sync(future.result)",
+        0.3,
+        "trio p50 <= 0.3x to_thread",
+    ),
+    Target(
+        "throughput 8 threads",
+        "agybridge",
+        "throughput 8 threads",
+        "run_coroutine_threadsafe",
+        4.0,
+        "8-thread throughput >= 4x run_coroutine_threadsafe",
+        at_least=True,
+    ),
+    Target(
+        "in flight 10000",
+        "agybridge",
+        "in flight 1",
+        "agybridge",
+        2.0,
+        "per-command cost at 10,000 in flight <= 2x at 1",
+    ),
+    Target(
+        "sync round trip",
+        "agybridge-pure",
+        "sync round trip",
+        "run_coroutine_threadsafe",
+        0.5,
+        "pure twin sync p50 <= 0.5x run_coroutine_threadsafe",
+    ),
 ] + [
     Target(s, "agybridge-pure", s, "agybridge", 2.0, f"compiled >= 2x faster than twin: {s}", at_least=True)
-    for s in ("micro oneshot create+set+result", "micro queue push (+drain per 16)", "micro registry get (hit)", "micro registry find (miss)")
+    for s in (
+        "micro oneshot create+set+result",
+        "micro queue push (+drain per 16)",
+        "micro registry get (hit)",
+        "micro registry find (miss)",
+    )
 ]
 
 
@@ -549,7 +643,7 @@ def _find(results: list[Series], scenario: str, contender: str) -> Series | None
 
 
 def evaluate_targets(results: list[Series]) -> list[dict[str, Any]]:
-    verdicts = []
+    verdicts: list[dict[str, Any]] = []
     for target in TARGETS:
         ours = _find(results, target.scenario, target.contender)
         base = _find(results, target.baseline_scenario, target.baseline)
@@ -578,7 +672,8 @@ def format_table(results: list[Series], verdicts: list[dict[str, Any]], machine:
         first = group[0].p50()
         for series in group:
             ratio = series.p50() / first if first else float("nan")
-            lines.append(f"{scenario:36} {series.contender:40} {_fmt(series, series.p50()):>14} {_fmt(series, series.p99()):>14} {ratio:>8.2f}x")
+            p50, p99 = _fmt(series, series.p50()), _fmt(series, series.p99())
+            lines.append(f"{scenario:36} {series.contender:40} {p50:>14} {p99:>14} {ratio:>8.2f}x")
     lines.append("")
     lines.append("targets (ratios of p50s measured in this run):")
     for verdict in verdicts:
@@ -600,7 +695,8 @@ def machine_description() -> str:
                     break
     except OSError:
         pass
-    return f"{platform.python_implementation()} {platform.python_version()} on {platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu})"
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    return f"{python} on {platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu})"
 
 
 def plot(results: list[Series], path: Path) -> bool:
@@ -617,7 +713,12 @@ def plot(results: list[Series], path: Path) -> bool:
     fig, axes = plt.subplots(1, 3, figsize=(18, 6))
     ax = axes[0]
     labels = [f"{s.scenario}\n{s.contender}" for s in latency]
-    ax.barh(range(len(latency)), [s.p50() * 1e6 for s in latency], xerr=[[0] * len(latency), [(s.p99() - s.p50()) * 1e6 for s in latency]], color=["tab:green" if s.contender.startswith("agybridge") else "tab:gray" for s in latency])
+    ax.barh(
+        range(len(latency)),
+        [s.p50() * 1e6 for s in latency],
+        xerr=[[0] * len(latency), [(s.p99() - s.p50()) * 1e6 for s in latency]],
+        color=["tab:green" if s.contender.startswith("agybridge") else "tab:gray" for s in latency],
+    )
     ax.set_yticks(range(len(latency)), labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("round trip, us (bar p50, whisker p99)")
@@ -649,7 +750,9 @@ def plot(results: list[Series], path: Path) -> bool:
     return True
 
 
-def run_bench(options: BenchOptions, out_dir: Path, log: Callable[[str], None] = lambda s: None) -> tuple[list[Series], list[dict[str, Any]]]:
+def run_bench(
+    options: BenchOptions, out_dir: Path, log: Callable[[str], None] = lambda s: None
+) -> tuple[list[Series], list[dict[str, Any]]]:
     results: list[Series] = []
     for name, scenario in (
         ("round trips", _scenario_round_trips),
@@ -667,7 +770,14 @@ def run_bench(options: BenchOptions, out_dir: Path, log: Callable[[str], None] =
         "machine": machine,
         "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.__dict__.items()},
         "series": [
-            {"scenario": s.scenario, "contender": s.contender, "unit": s.unit, "p50": s.p50(), "p99": s.p99(), "samples": s.samples}
+            {
+                "scenario": s.scenario,
+                "contender": s.contender,
+                "unit": s.unit,
+                "p50": s.p50(),
+                "p99": s.p99(),
+                "samples": s.samples,
+            }
             for s in results
         ],
         "targets": verdicts,

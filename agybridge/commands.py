@@ -32,6 +32,8 @@ class PyCommand:
 
     __slots__ = ("context", "oneshot")
 
+    oneshot: Oneshot
+    context: contextvars.Context
     #: The agent the command is about, if any (used in error messages and metrics).
     agent_id: str | None = None
 
@@ -63,6 +65,9 @@ class Chat(PyCommand):
 
     __slots__ = ("agent_id", "message")
 
+    agent_id: str
+    message: str
+
     def __init__(self, agent_id: str, message: str, *, oneshot: Oneshot | None = None) -> None:
         super().__init__(oneshot=oneshot)
         if not isinstance(message, str):
@@ -78,6 +83,10 @@ class Run(PyCommand):
     """Run ``fn(*args, **kwargs)`` on the runtime loop; *fn* must return an awaitable."""
 
     __slots__ = ("args", "fn", "kwargs")
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
 
     def __init__(
         self,
@@ -108,6 +117,11 @@ class RegisterAgent(PyCommand):
 
     __slots__ = ("agent_id", "factory", "replace", "state")
 
+    agent_id: str
+    factory: Callable[[], Any]
+    state: AgentBridgeState | None
+    replace: bool
+
     def __init__(
         self,
         agent_id: str,
@@ -134,6 +148,8 @@ class UnregisterAgent(PyCommand):
 
     __slots__ = ("agent_id",)
 
+    agent_id: str
+
     def __init__(self, agent_id: str, *, oneshot: Oneshot | None = None) -> None:
         super().__init__(oneshot=oneshot)
         object.__setattr__(self, "agent_id", _require_agent_id(agent_id))
@@ -150,6 +166,8 @@ class Shutdown(PyCommand):
     """
 
     __slots__ = ("grace",)
+
+    grace: float
 
     def __init__(self, grace: float, *, oneshot: Oneshot | None = None) -> None:
         super().__init__(oneshot=oneshot)

@@ -79,15 +79,11 @@ def _seconds_from_env(variable: str, environ: Mapping[str, str] | None) -> float
     try:
         value = float(raw.strip())
     except ValueError:
-        raise ConfigError(
-            f"environment variable {variable}={raw!r} is not a number of seconds"
-        ) from None
+        raise ConfigError(f"environment variable {variable}={raw!r} is not a number of seconds") from None
     try:
         return _seconds(variable, value)
     except ConfigError:
-        raise ConfigError(
-            f"environment variable {variable}={raw!r} must be a finite number of seconds > 0"
-        ) from None
+        raise ConfigError(f"environment variable {variable}={raw!r} must be a finite number of seconds > 0") from None
 
 
 def default_chat_timeout(environ: Mapping[str, str] | None = None) -> float:
@@ -99,9 +95,7 @@ def default_chat_timeout(environ: Mapping[str, str] | None = None) -> float:
     return DEFAULT_CHAT_TIMEOUT_SECS if from_env is None else from_env
 
 
-def default_operation_timeout(
-    chat_timeout: float | None = None, environ: Mapping[str, str] | None = None
-) -> float:
+def default_operation_timeout(chat_timeout: float | None = None, environ: Mapping[str, str] | None = None) -> float:
     """Safety-net bound on one ``send_command`` round trip.
 
     ``AGI_OPERATION_TIMEOUT_SECS`` if set (validated like the chat timeout); otherwise
@@ -165,9 +159,7 @@ class RuntimeConfig:
         object.__setattr__(
             self, "inter_agent_delay", _seconds("inter_agent_delay", self.inter_agent_delay, allow_zero=True)
         )
-        object.__setattr__(
-            self, "shutdown_grace", _seconds("shutdown_grace", self.shutdown_grace, allow_zero=True)
-        )
+        object.__setattr__(self, "shutdown_grace", _seconds("shutdown_grace", self.shutdown_grace, allow_zero=True))
         for name in ("caller_spin", "loop_spin"):
             spin = _seconds(name, getattr(self, name), allow_zero=True)
             if spin > 0.01:

@@ -228,7 +228,9 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout, err: TextIO = sys.s
 
     async def asyncio_host() -> None:
         for i in by_host.get("asyncio", []):
-            await runtime.aregister_agent(agent_ids[i], _agent_factory(options, agent_ids[i]), _make_state(recorder, "asyncio"))
+            await runtime.aregister_agent(
+                agent_ids[i], _agent_factory(options, agent_ids[i]), _make_state(recorder, "asyncio")
+            )
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, registered.wait)
         await loop.run_in_executor(None, start_line.wait, 60)
@@ -250,7 +252,9 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout, err: TextIO = sys.s
         import trio
 
         for i in by_host.get("trio", []):
-            await runtime.aregister_agent(agent_ids[i], _agent_factory(options, agent_ids[i]), _make_state(recorder, "trio"))
+            await runtime.aregister_agent(
+                agent_ids[i], _agent_factory(options, agent_ids[i]), _make_state(recorder, "trio")
+            )
         await trio.to_thread.run_sync(registered.wait)
         await trio.to_thread.run_sync(start_line.wait, 60)
 
@@ -284,7 +288,9 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout, err: TextIO = sys.s
     began = time.perf_counter()
     with runtime:
         if options.asyncio_host:
-            threads.append(threading.Thread(target=guarded(lambda: asyncio.run(asyncio_host())), name="demo-asyncio-host"))
+            threads.append(
+                threading.Thread(target=guarded(lambda: asyncio.run(asyncio_host())), name="demo-asyncio-host")
+            )
         if options.trio_host:
             import trio
 
@@ -293,11 +299,15 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout, err: TextIO = sys.s
             t.start()
         try:
             for i in by_host["thread"]:
-                runtime.register_agent(agent_ids[i], _agent_factory(options, agent_ids[i]), _make_state(recorder, "thread"))
+                runtime.register_agent(
+                    agent_ids[i], _agent_factory(options, agent_ids[i]), _make_state(recorder, "thread")
+                )
             registered.wait()
         except threading.BrokenBarrierError:
             pass
-        drivers_threads = [threading.Thread(target=thread_driver, name=f"demo-host-thread-{n}") for n in range(options.threads)]
+        drivers_threads = [
+            threading.Thread(target=thread_driver, name=f"demo-host-thread-{n}") for n in range(options.threads)
+        ]
         for t in drivers_threads:
             t.start()
         show = options.progress if options.progress is not None else err.isatty()
@@ -346,27 +356,38 @@ def _ms(seconds: float) -> str:
 def print_report(report: DemoReport, options: DemoOptions, out: TextIO = sys.stdout) -> None:
     write = out.write
     drivers = options.threads + int(options.asyncio_host) + int(options.trio_host)
-    write(f"agybridge demo: core implementation '{report.implementation}', "
-          f"{platform.python_implementation()} {platform.python_version()}, agents: {options.sdk}\n")
-    write(f"  hosts        {options.threads} threads"
-          f"{', 1 asyncio loop' if options.asyncio_host else ''}{', 1 trio run' if options.trio_host else ''}"
-          f" ({drivers} drivers) x {options.agents} agents x {options.turns} turns\n")
+    write(
+        f"agybridge demo: core implementation '{report.implementation}', "
+        f"{platform.python_implementation()} {platform.python_version()}, agents: {options.sdk}\n"
+    )
+    write(
+        f"  hosts        {options.threads} threads"
+        f"{', 1 asyncio loop' if options.asyncio_host else ''}{', 1 trio run' if options.trio_host else ''}"
+        f" ({drivers} drivers) x {options.agents} agents x {options.turns} turns\n"
+    )
     write(f"  chats        {report.chats_ok} ok, {report.chats_failed} failed, expected {report.chats_expected}\n")
     runs = sum(report.tool_runs.values())
     detail = ", ".join(f"{name} {n}" for name, n in sorted(report.tool_runs.items()))
     write(f"  tool calls   {runs} ran ({detail}), {report.denials} denied by policy\n")
     hosts = ", ".join(f"{where} {n}" for where, n in sorted(report.async_tool_hosts.items()))
     write(f"  async tools  ran on: {hosts or 'none'}\n")
-    hooks = ", ".join(f"{event} {report.hooks[event]}" for event in ("before_chat", "after_chat", "before_tool", "after_tool", "on_error"))
+    hooks = ", ".join(
+        f"{event} {report.hooks[event]}"
+        for event in ("before_chat", "after_chat", "before_tool", "after_tool", "on_error")
+    )
     write(f"  hooks fired  {hooks}\n")
     if report.latencies:
         ordered = sorted(report.latencies)
-        p99 = ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
-        write(f"  round trip   p50 {_ms(statistics.median(ordered))}, p99 {_ms(p99)}, max {_ms(ordered[-1])} per chat\n")
+        p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+        write(
+            f"  round trip   p50 {_ms(statistics.median(ordered))}, p99 {_ms(p99)}, max {_ms(ordered[-1])} per chat\n"
+        )
     metrics = report.metrics
     if metrics is not None:
-        write(f"  runtime      submitted {metrics.submitted}, completed {metrics.completed}, failed {metrics.failed}, "
-              f"timed out {metrics.timed_out}, cancelled {metrics.cancelled}, wake-ups {metrics.wakeups}\n")
+        write(
+            f"  runtime      submitted {metrics.submitted}, completed {metrics.completed}, failed {metrics.failed}, "
+            f"timed out {metrics.timed_out}, cancelled {metrics.cancelled}, wake-ups {metrics.wakeups}\n"
+        )
     write(f"  wall time    {report.wall_time:.2f} s\n")
     if report.ok:
         write("RESULT: OK - every chat completed exactly once and every count adds up\n")
@@ -384,7 +405,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-trio", dest="trio_host", action="store_false", help="leave out the trio host")
     parser.add_argument("--latency", type=float, default=0.002, help="simulated model latency per step, s")
     parser.add_argument("--spacing", type=float, default=0.0005, help="inter-agent delay between chat starts, s")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: on a terminal)")
+    parser.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: on a terminal)"
+    )
     parser.add_argument("--sdk", choices=("scripted", "pydantic-ai"), default="scripted", help="which agents to run")
     parser.add_argument("--pure-python", action="store_true", help="run on the pure-Python core twin")
 
@@ -412,9 +435,16 @@ def run_from_args(args: argparse.Namespace) -> int:
         except ImportError:
             raise SystemExit("the trio host needs trio: pip install 'agybridge[demo]', or pass --no-trio") from None
     options = DemoOptions(
-        agents=args.agents, turns=args.turns, threads=args.threads, asyncio_host=args.asyncio_host,
-        trio_host=args.trio_host, latency=args.latency, spacing=args.spacing, progress=args.progress,
-        sdk=args.sdk, core=core,
+        agents=args.agents,
+        turns=args.turns,
+        threads=args.threads,
+        asyncio_host=args.asyncio_host,
+        trio_host=args.trio_host,
+        latency=args.latency,
+        spacing=args.spacing,
+        progress=args.progress,
+        sdk=args.sdk,
+        core=core,
     )
     report = run_demo(options)
     print_report(report, options)

@@ -68,9 +68,7 @@ class AgentAlreadyRegisteredError(AgyBridgeError, ValueError):
 
     def __init__(self, agent_id: object) -> None:
         self.agent_id = agent_id
-        super().__init__(
-            f"agent id {agent_id!r} is already registered; unregister it first or pass replace=True"
-        )
+        super().__init__(f"agent id {agent_id!r} is already registered; unregister it first or pass replace=True")
 
     def __reduce__(self) -> tuple[type[AgentAlreadyRegisteredError], tuple[object]]:
         return (type(self), (self.agent_id,))
@@ -155,9 +153,7 @@ class PolicyDeniedError(AgyBridgeError, PermissionError):
         self.tool_name = tool_name
         self.policy = policy
         self.reason = reason
-        super().__init__(
-            f"policy {policy!r} denied tool {tool_name!r} for agent {agent_id!r}: {reason}"
-        )
+        super().__init__(f"policy {policy!r} denied tool {tool_name!r} for agent {agent_id!r}: {reason}")
 
     def __reduce__(self) -> tuple[type[PolicyDeniedError], tuple[str, str, str, str]]:
         return (type(self), (self.agent_id, self.tool_name, self.policy, self.reason))

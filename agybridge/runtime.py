@@ -44,7 +44,7 @@ from agybridge.errors import (
 )
 from agybridge.state import BRIDGE_STATE, AgentBridgeState, current_host, fire_hook_quietly
 
-__all__ = ["RuntimeMetrics", "PythonRuntime"]
+__all__ = ["PythonRuntime", "RuntimeMetrics"]
 
 logger = logging.getLogger("agybridge")
 
@@ -73,7 +73,7 @@ def _shutdown_all_at_exit() -> None:
     for runtime in list(_LIVE):
         try:
             runtime._shutdown_at_exit()
-        except Exception:  # noqa: BLE001 - exiting anyway; never mask the real exit status
+        except Exception:
             logger.exception("error while shutting down %r at exit", runtime)
 
 
@@ -121,18 +121,24 @@ def _check_timeout(timeout: float | None, default: float) -> float:
 
 if sys.version_info >= (3, 12):
 
-    def _start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], ctx: contextvars.Context) -> asyncio.Task[Any]:
+    def _start_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], ctx: contextvars.Context
+    ) -> asyncio.Task[Any]:
         # Eager start: a command that finishes without suspending never gets scheduled.
         return asyncio.Task(coro, loop=loop, context=ctx, eager_start=True)  # type: ignore[call-arg]
 
 elif sys.version_info >= (3, 11):
 
-    def _start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], ctx: contextvars.Context) -> asyncio.Task[Any]:
+    def _start_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], ctx: contextvars.Context
+    ) -> asyncio.Task[Any]:
         return loop.create_task(coro, context=ctx)
 
 else:
 
-    def _start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], ctx: contextvars.Context) -> asyncio.Task[Any]:
+    def _start_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], ctx: contextvars.Context
+    ) -> asyncio.Task[Any]:
         # 3.10 has no context= argument; a Task copies the context current at creation.
         return ctx.run(loop.create_task, coro)
 
@@ -269,7 +275,7 @@ class PythonRuntime:
     def _new_loop(self) -> asyncio.AbstractEventLoop:
         if self.config.use_uvloop:
             try:
-                import uvloop  # type: ignore[import-not-found]
+                import uvloop
             except ImportError:
                 pass
             else:
@@ -329,11 +335,11 @@ class PythonRuntime:
             for task in pending:
                 task.cancel()
             if pending and not loop.is_running():
-                loop.run_until_complete(
-                    asyncio.wait(pending, timeout=max(self.config.shutdown_grace, 0.5))
-                )
+                loop.run_until_complete(asyncio.wait(pending, timeout=max(self.config.shutdown_grace, 0.5)))
+            for cmd in list(self._active):
+                self._reap(cmd)  # tasks that never ran, or never finished
             loop.run_until_complete(loop.shutdown_asyncgens())
-        except BaseException:  # noqa: BLE001 - closing must finish whatever happens
+        except BaseException:
             logger.exception("error while closing the runtime loop")
         finally:
             if self._executor is not None:
@@ -422,7 +428,7 @@ class PythonRuntime:
                         f"{cmd.describe()} was cancelled by shutdown after a {command.grace} s grace period"
                     )
                 )
-                task.cancel()
+                self._cancel_command(cmd, task)
             remaining = list(self._active.values())
             if remaining:
                 await asyncio.wait(remaining, timeout=1.0)
@@ -696,7 +702,21 @@ class PythonRuntime:
     def _abort(self, cmd: PyCommand) -> None:
         task = self._active.get(cmd)
         if task is not None:
-            task.cancel()
+            self._cancel_command(cmd, task)
+
+    def _cancel_command(self, cmd: PyCommand, task: asyncio.Task[Any]) -> None:
+        """Cancel *cmd*'s task, making sure the command is still accounted for exactly once.
+
+        A task cancelled before its first step never runs its coroutine, so _execute's own
+        clean-up would never happen; the done callback reaps such a command instead.
+        """
+        task.add_done_callback(lambda _task: self._reap(cmd))
+        task.cancel()
+
+    def _reap(self, cmd: PyCommand) -> None:
+        if self._active.pop(cmd, None) is not None:  # _execute did not get to clean up
+            cmd.oneshot.cancel()
+            self._account(cmd)
 
     def _account(self, cmd: PyCommand) -> None:
         """Count the outcome the oneshot holds; called once per command, on the loop thread."""
@@ -842,7 +862,7 @@ class PythonRuntime:
             try:
                 limit = max(self.config.shutdown_grace, 0.1)
                 await _bounded(aclose(), limit, lambda: TimeoutError(f"aclose() took over {limit} s"))
-            except Exception:  # noqa: BLE001 - a failing aclose must not stop the removal
+            except Exception:
                 logger.exception("agent %r: aclose() failed", agent_id)
 
 
@@ -850,4 +870,3 @@ def _check_grace(grace: float) -> float:
     if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not grace >= 0:
         raise ValueError(f"grace must be a number of seconds >= 0, not {grace!r}")
     return float(grace)
-

@@ -110,9 +110,7 @@ class AsyncioHost:
         try:
             self.loop.call_soon_threadsafe(start)
         except RuntimeError:
-            raise HostLoopError(
-                "the asyncio loop this agent's async tools were registered from is closed"
-            ) from None
+            raise HostLoopError("the asyncio loop this agent's async tools were registered from is closed") from None
 
         def cancel() -> None:
             try:
@@ -185,13 +183,21 @@ async def _as_coroutine(fn: Callable[..., Awaitable[Any]], kwargs: Mapping[str, 
 # Tools, hooks, policies
 # ------------------------------------------------------------------------------------------
 
-_JSON_TYPES: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object"}
+_JSON_TYPES: dict[Any, str] = {
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    list: "array",
+    dict: "object",
+}
 
 
 def _is_async_callable(fn: Any) -> bool:
     while isinstance(fn, functools.partial):
         fn = fn.func
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+    # An object whose __call__ is a coroutine function is an async tool too.
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(type(fn), "__call__", None))  # noqa: B004
 
 
 def _parameters_from_signature(signature: inspect.Signature) -> dict[str, Any]:
@@ -203,7 +209,9 @@ def _parameters_from_signature(signature: inspect.Signature) -> dict[str, Any]:
         schema: dict[str, Any] = {}
         annotation = param.annotation
         if isinstance(annotation, str):
-            annotation = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict}.get(annotation)
+            annotation = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict}.get(
+                annotation
+            )
         if annotation in _JSON_TYPES:
             schema["type"] = _JSON_TYPES[annotation]
         properties[name] = schema
@@ -306,7 +314,8 @@ class PolicySet:
         """Add *policy*; *name* (default: the function's name) appears in denials."""
         if not callable(policy):
             raise TypeError(f"a policy must be callable, not {type(policy).__name__} {policy!r}")
-        self._policies.append((name or getattr(policy, "__name__", repr(policy)), policy))
+        label: str = name or str(getattr(policy, "__name__", repr(policy)))
+        self._policies.append((label, policy))
 
     def __bool__(self) -> bool:
         return bool(self._policies)
@@ -473,7 +482,9 @@ async def fire_hook_quietly(state: AgentBridgeState, agent_id: str, event: str, 
         logger.warning("%s", exc, exc_info=exc.__cause__)
 
 
-def _confirm_sync(agent_id: str, tool_name: str, policies: list[tuple[str, Policy]], context: Mapping[str, Any]) -> None:
+def _confirm_sync(
+    agent_id: str, tool_name: str, policies: list[tuple[str, Policy]], context: Mapping[str, Any]
+) -> None:
     for name, policy in policies:
         try:
             verdict = policy(agent_id, tool_name, context)
@@ -529,7 +540,7 @@ async def _run_tool(state: AgentBridgeState, tool: Tool, args: dict[str, Any]) -
         return await tool.fn(**args)
     shot = _select.core.Oneshot()
     cancel = host.spawn(tool.fn, args, shot)
-    return await await_oneshot(shot, None, lambda: TimeoutError(), cancel)
+    return await await_oneshot(shot, None, TimeoutError, cancel)
 
 
 async def dispatch_tool(agent_id: str, tool_name: str, context: str | bytes | Mapping[str, Any] | None = None) -> Any:
@@ -551,7 +562,9 @@ async def dispatch_tool(agent_id: str, tool_name: str, context: str | bytes | Ma
         try:
             tool.signature.bind(**args)
         except TypeError as exc:
-            raise ContextError(f"tool {tool_name!r} of agent {agent_id!r} cannot take arguments {args!r}: {exc}") from None
+            raise ContextError(
+                f"tool {tool_name!r} of agent {agent_id!r} cannot take arguments {args!r}: {exc}"
+            ) from None
     state.stats.tool_calls += 1
     await _confirm(state, agent_id, tool_name, parsed)
     if state.hooks.has("before_tool"):
@@ -576,7 +589,9 @@ async def dispatch_tool(agent_id: str, tool_name: str, context: str | bytes | Ma
     if error is not None:
         state.stats.tool_errors += 1
         if state.hooks.has("on_error"):
-            await fire_hook_quietly(state, agent_id, "on_error", {"tool": tool_name, "args": args, "error": repr(error)})
+            await fire_hook_quietly(
+                state, agent_id, "on_error", {"tool": tool_name, "args": args, "error": repr(error)}
+            )
         raise error
     result = inner.result()
     if state.hooks.has("after_tool"):

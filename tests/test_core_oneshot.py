@@ -183,6 +183,7 @@ def test_callbacks_race_with_completion_each_called_once(core: ModuleType) -> No
         def adder(offset: int) -> None:
             barrier.wait(timeout=10)
             for i in range(offset, offset + 100):
+
                 def bump(_s: object, i: int = i) -> None:
                     with lock:
                         counts[i] += 1
@@ -202,9 +203,7 @@ def test_callbacks_race_with_completion_each_called_once(core: ModuleType) -> No
         assert counts == [1] * 200
 
 
-def test_callback_exception_is_logged_and_others_still_run(
-    core: ModuleType, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_callback_exception_is_logged_and_others_still_run(core: ModuleType, caplog: pytest.LogCaptureFixture) -> None:
     shot = core.Oneshot()
     ran: list[str] = []
 

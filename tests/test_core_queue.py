@@ -6,7 +6,6 @@ import threading
 from types import ModuleType
 
 import pytest
-
 from conftest import _load as load_core
 
 from agybridge.errors import QueueClosedError

@@ -44,6 +44,10 @@ def test_demo_command_line_exits_zero(tmp_path: Path) -> None:
 
 def test_demo_rejects_bad_options(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "agybridge", "demo", "--agents", "0"], capture_output=True, text=True, timeout=60, cwd=tmp_path
+        [sys.executable, "-m", "agybridge", "demo", "--agents", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
     )
     assert proc.returncode != 0 and "--agents" in proc.stderr

@@ -224,7 +224,13 @@ def test_hot_paths_leak_no_references(core: ModuleType) -> None:
     def callback(shot: Any) -> None:
         callback_calls.append(1)
 
-    before = (sys.getrefcount(value), sys.getrefcount(error), sys.getrefcount(item), sys.getrefcount(state), sys.getrefcount(callback))
+    before = (
+        sys.getrefcount(value),
+        sys.getrefcount(error),
+        sys.getrefcount(item),
+        sys.getrefcount(state),
+        sys.getrefcount(callback),
+    )
     for _ in range(2000):
         shot = core.Oneshot()
         shot.add_done_callback(callback)
@@ -256,7 +262,13 @@ def test_hot_paths_leak_no_references(core: ModuleType) -> None:
     del shot, other, queue, registry
     error.__traceback__ = None
     gc.collect()
-    after = (sys.getrefcount(value), sys.getrefcount(error), sys.getrefcount(item), sys.getrefcount(state), sys.getrefcount(callback))
+    after = (
+        sys.getrefcount(value),
+        sys.getrefcount(error),
+        sys.getrefcount(item),
+        sys.getrefcount(state),
+        sys.getrefcount(callback),
+    )
     assert after == before
     assert len(callback_calls) == 2000
 

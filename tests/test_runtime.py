@@ -417,7 +417,7 @@ def test_cancel_racing_result_delivery_is_exactly_once(runtime: PythonRuntime) -
 
 
 def test_sync_timeout_cancels_the_remote_task_and_names_the_command(runtime: PythonRuntime) -> None:
-    long_running, started, cancelled = _remote_probe()
+    long_running, _started, cancelled = _remote_probe()
     with pytest.raises(OperationTimeoutError) as info:
         runtime.run(long_running, timeout=0.2)
     assert isinstance(info.value, TimeoutError)
@@ -532,7 +532,7 @@ def test_shutdown_with_work_in_flight_and_queued(core: ModuleType) -> None:
     def call(name: str, fn: Any) -> None:
         try:
             outcomes[name] = rt.run(fn, timeout=30)
-        except BaseException as exc:  # noqa: BLE001 - recorded for the assertions
+        except BaseException as exc:
             outcomes[name] = exc
 
     threads = [threading.Thread(target=call, args=(n, f)) for n, f in [("quick", quick_finisher), ("over", overrunner)]]
@@ -615,7 +615,9 @@ def test_unregister_fails_in_flight_chats_and_closes_the_agent(runtime: PythonRu
 
     runtime.register_agent("slow", factory)
     errors: list[BaseException] = []
-    chat = threading.Thread(target=lambda: errors.append(pytest.raises(CommandCancelledError, runtime.chat, "slow", "x").value))
+    chat = threading.Thread(
+        target=lambda: errors.append(pytest.raises(CommandCancelledError, runtime.chat, "slow", "x").value)
+    )
     chat.start()
     deadline = time.monotonic() + 10
     while runtime.metrics().in_flight < 1 and time.monotonic() < deadline:
@@ -698,7 +700,7 @@ def test_misuse_errors(runtime: PythonRuntime) -> None:
     runtime.register_agent("dup", EchoAgent)
     with pytest.raises(AgentAlreadyRegisteredError, match="'dup'"):
         runtime.register_agent("dup", EchoAgent)
-    runtime.register_agent("dup", lambda: EchoAgent(), replace=True)
+    runtime.register_agent("dup", EchoAgent, replace=True)
     assert runtime.chat("dup", "ok") == "echo:ok"
     assert runtime.run(add, 1, 1) == 2, "the runtime stays usable after every misuse"
 
@@ -709,7 +711,7 @@ def test_non_string_reply_is_a_typed_error(runtime: PythonRuntime) -> None:
             return 42
 
     runtime.register_agent("numeric", Numeric)
-    with pytest.raises(TypeError, match="'numeric'.*str"):
+    with pytest.raises(TypeError, match=r"'numeric'.*str"):
         runtime.chat("numeric", "x")
 
 
@@ -764,7 +766,7 @@ def test_use_in_forked_child_raises(runtime: PythonRuntime) -> None:
             runtime.run(add, 1, 1)
         except ForkedRuntimeError:
             code = 0 if not runtime.is_running else 2
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             code = 3
         os._exit(code)
     _, status = os.waitpid(pid, 0)
@@ -797,3 +799,27 @@ def test_script_that_forgets_shutdown_exits_promptly(tmp_path: Any, core: Module
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "42"
     assert "Traceback" not in proc.stderr
+
+
+def test_cancel_before_the_task_first_runs_is_accounted(runtime: PythonRuntime) -> None:
+    """An abort landing between task creation and its first step still ends the command.
+
+    Found by the long stress run: a task cancelled before its first step never runs its
+    coroutine, so the command was neither cleaned up nor counted.
+    """
+
+    async def dispatch_then_abort() -> str:
+        cmd = Run(asyncio.sleep, (30,), oneshot=runtime._oneshot_type())
+        runtime._queue.push(cmd)
+        runtime._on_wake()  # the dispatcher creates the task (started eagerly only on 3.12+)
+        assert cmd.oneshot.cancel()  # the caller gives up...
+        runtime._abort(cmd)  # ...and its abort lands before the task's first step
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return "done"
+
+    assert runtime.run(dispatch_then_abort) == "done"
+    runtime.run(asyncio.sleep, 0)
+    metrics = runtime.metrics()
+    assert metrics.in_flight == 0, metrics
+    assert metrics.submitted == metrics.finished, metrics

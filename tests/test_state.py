@@ -151,7 +151,9 @@ def test_policy_denial_names_agent_tool_policy_and_reason(runtime: PythonRuntime
     with pytest.raises(PolicyDeniedError) as info:
         runtime.chat("p", "where")
     message = str(info.value)
-    assert "'p'" in message and "'where'" in message and "'no_where'" in message and "location lookups are off" in message
+    assert (
+        "'p'" in message and "'where'" in message and "'no_where'" in message and "location lookups are off" in message
+    )
     assert calls == ["allow_all", "no_where"], "the first denial stops the check"
     assert state.stats.denied == 1
 
@@ -179,7 +181,11 @@ def test_raising_policy_fails_closed_and_runtime_survives(runtime: PythonRuntime
     def broken(agent_id: str, tool_name: str, context: Any) -> bool:
         raise ZeroDivisionError("policy bug")
 
-    runtime.register_agent("p", lambda: CallerAgent("p"), AgentBridgeState(tools=[Tool.from_function(tool, name="tool")], policies=[broken]))
+    runtime.register_agent(
+        "p",
+        lambda: CallerAgent("p"),
+        AgentBridgeState(tools=[Tool.from_function(tool, name="tool")], policies=[broken]),
+    )
     with pytest.raises(PolicyError) as info:
         runtime.chat("p", "tool")
     assert "'broken'" in str(info.value) and "'p'" in str(info.value) and "'tool'" in str(info.value)
@@ -220,7 +226,9 @@ def test_failing_tool_fires_on_error_and_keeps_its_traceback(runtime: PythonRunt
     assert BRIDGE_STATE.get("e").stats.tool_errors == 1
 
 
-def test_raising_hook_is_reported_with_agent_and_event(runtime: PythonRuntime, caplog: pytest.LogCaptureFixture) -> None:
+def test_raising_hook_is_reported_with_agent_and_event(
+    runtime: PythonRuntime, caplog: pytest.LogCaptureFixture
+) -> None:
     def bad_hook(agent_id: str, event: str, context: Any) -> None:
         raise RuntimeError("hook bug")
 
@@ -313,7 +321,7 @@ def test_unregister_fails_in_flight_tool_calls_cleanly(runtime: PythonRuntime) -
     def caller() -> None:
         try:
             runtime.chat("u", "go")
-        except BaseException as exc:  # noqa: BLE001 - inspected below
+        except BaseException as exc:
             outcome.append(exc)
 
     t = threading.Thread(target=caller)

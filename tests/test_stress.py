@@ -106,7 +106,9 @@ def _pause(kind: str, rng: random.Random) -> float:
 def test_stress_every_command_completes_exactly_once(core: ModuleType) -> None:
     import trio
 
-    runtime = PythonRuntime(make_config(shutdown_grace=0.05, operation_timeout=60, max_in_flight=1_000_000), core=core).start()
+    runtime = PythonRuntime(
+        make_config(shutdown_grace=0.05, operation_timeout=60, max_in_flight=1_000_000), core=core
+    ).start()
     ledger = Ledger()
     job = _job_factory(ledger)
     plan = _plan(1234)
@@ -123,7 +125,7 @@ def test_stress_every_command_completes_exactly_once(core: ModuleType) -> None:
             timeout = 0.002 if kind == "timeout" else (rng.uniform(0.0005, 0.02) if kind == "cancel" else None)
             try:
                 value = runtime.send_command(cmd, timeout)
-            except Exception as exc:  # noqa: BLE001 - classified by the ledger
+            except Exception as exc:
                 ledger.outcome(i, kind, error=exc)
             else:
                 ledger.outcome(i, kind, value)
@@ -133,7 +135,7 @@ def test_stress_every_command_completes_exactly_once(core: ModuleType) -> None:
         ledger.attempt(i, cmd)  # no await between this and the submit inside asend_command
         try:
             value = await runtime.asend_command(cmd, 0.002 if kind == "timeout" else None)
-        except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001
+        except (Exception, asyncio.CancelledError) as exc:
             ledger.outcome(i, kind, error=exc)
         else:
             ledger.outcome(i, kind, value)
@@ -157,7 +159,7 @@ def test_stress_every_command_completes_exactly_once(core: ModuleType) -> None:
         with trio.move_on_after(rng.uniform(0.0, 0.005) if kind == "cancel" else float("inf")):
             try:
                 value = await runtime.asend_command(cmd, 0.002 if kind == "timeout" else None)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 ledger.outcome(i, kind, error=exc)
             else:
                 ledger.outcome(i, kind, value)

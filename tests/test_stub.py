@@ -64,7 +64,9 @@ def test_stub_matches_each_implementation(core: ModuleType) -> None:
         if not isinstance(members, dict):
             assert _runtime_params(obj) == members, name
             continue
-        public = {m for m in dir(obj) if not m.startswith("_")} | ({"__init__", "__len__", "__contains__"} & set(members))
+        public = {m for m in dir(obj) if not m.startswith("_")} | (
+            {"__init__", "__len__", "__contains__"} & set(members)
+        )
         assert {m for m in public if not m.startswith("_")} == {m for m in members if not m.startswith("_")}, name
         for member, params in members.items():
             attr = inspect.getattr_static(obj, member)
