@@ -151,7 +151,7 @@ def _message(agent_index: int, turn: int) -> str:
 
 def _agent_factory(options: DemoOptions, agent_id: str) -> Callable[[], Any]:
     if options.sdk == "pydantic-ai":
-        from agybridge.adapters.pydantic_ai import demo_agent_factory  # type: ignore[import-not-found,unused-ignore]
+        from agybridge.adapters.pydantic_ai import demo_agent_factory
 
         factory: Callable[[], Any] = demo_agent_factory(agent_id, latency=options.latency)
         return factory
@@ -434,6 +434,11 @@ def run_from_args(args: argparse.Namespace) -> int:
             import trio  # noqa: F401
         except ImportError:
             raise SystemExit("the trio host needs trio: pip install 'agybridge[demo]', or pass --no-trio") from None
+    if args.sdk == "pydantic-ai":
+        try:
+            import pydantic_ai  # noqa: F401
+        except ImportError:
+            raise SystemExit("--sdk pydantic-ai needs: pip install 'agybridge[pydantic-ai]'") from None
     options = DemoOptions(
         agents=args.agents,
         turns=args.turns,

@@ -1,0 +1,1 @@
+"""Adapters that run real agent SDKs on the agybridge runtime (optional extras)."""

@@ -1,0 +1,146 @@
+"""pydantic-ai agents on the agybridge runtime (``pip install 'agybridge[pydantic-ai]'``).
+
+:class:`PydanticAIAgent` wraps a pydantic-ai ``Agent`` so that it satisfies the agent
+protocol (``async def chat(message) -> str``) and runs on the runtime loop. Every host tool
+in the agent's :class:`~agybridge.AgentBridgeState` is offered to the model as a
+pydantic-ai tool whose schema is the bridge tool's parameter description and whose body is
+:func:`~agybridge.dispatch_tool`, so policies and hooks apply exactly as for any agent. A
+policy denial reaches the model as that tool call's error (``ModelRetry``), so the model
+can carry on without it.
+
+Successive chats with the same agent continue one conversation: the adapter keeps the
+message history and passes it to the next run. Chats with the same agent are taken one
+at a time (a conversation has one order); different agents run concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic_ai import Agent, ModelRetry, Tool
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    RetryPromptPart,
+    TextPart,
+    ToolCallPart,
+    ToolReturnPart,
+    UserPromptPart,
+)
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.toolsets import FunctionToolset
+
+from agybridge.agents import plan_from_message
+from agybridge.errors import PolicyDeniedError
+from agybridge.state import BRIDGE_STATE, AgentBridgeState, dispatch_tool
+from agybridge.state import Tool as BridgeTool
+
+__all__ = ["PydanticAIAgent", "bridge_tools", "demo_agent_factory", "pydantic_ai_agent"]
+
+_EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
+
+
+def _bridge_tool(agent_id: str, tool: BridgeTool) -> Tool[Any]:
+    async def call_host(**kwargs: Any) -> Any:
+        try:
+            return await dispatch_tool(agent_id, tool.name, {"args": kwargs})
+        except PolicyDeniedError as denial:
+            raise ModelRetry(str(denial)) from denial
+
+    schema = dict(tool.parameters) or _EMPTY_SCHEMA
+    sdk_tool: Tool[Any] = Tool.from_schema(
+        call_host, name=tool.name, description=tool.description or None, json_schema=schema
+    )
+    return sdk_tool
+
+
+def bridge_tools(agent_id: str) -> list[Tool[Any]]:
+    """The agent's host tools (from ``BRIDGE_STATE``) as pydantic-ai tools."""
+    state: AgentBridgeState = BRIDGE_STATE.get(agent_id)
+    return [_bridge_tool(agent_id, tool) for tool in state.tools.values()]
+
+
+class PydanticAIAgent:
+    """A pydantic-ai ``Agent`` that satisfies agybridge's agent protocol.
+
+    Create it on the runtime loop (through :func:`pydantic_ai_agent`, a factory for
+    ``register_agent``), like every agent object.
+    """
+
+    def __init__(self, agent_id: str, agent: Agent[Any, Any]) -> None:
+        self.agent_id = agent_id
+        self.agent = agent
+        self._history: list[ModelMessage] = []
+        self._turn = asyncio.Lock()
+
+    @property
+    def history(self) -> Sequence[ModelMessage]:
+        """The conversation so far (every message of every chat)."""
+        return tuple(self._history)
+
+    async def chat(self, message: str) -> str:
+        async with self._turn:
+            # Built per chat, so tools added to the bridge state later are offered too.
+            toolset = FunctionToolset(bridge_tools(self.agent_id))
+            result = await self.agent.run(message, message_history=self._history or None, toolsets=[toolset])
+            self._history = list(result.all_messages())
+        output = result.output
+        return output if isinstance(output, str) else str(output)
+
+    async def aclose(self) -> None:
+        self._history = []
+
+
+def pydantic_ai_agent(agent_id: str, make_agent: Callable[[], Agent[Any, Any]]) -> Callable[[], PydanticAIAgent]:
+    """A factory for ``register_agent``: the pydantic-ai Agent is built on the runtime loop."""
+    return lambda: PydanticAIAgent(agent_id, make_agent())
+
+
+# ------------------------------------------------------------------------------------------
+# An offline model for the demo: plans tool calls from the prompt like ScriptedAgent does
+# ------------------------------------------------------------------------------------------
+
+
+def _user_prompts(messages: Sequence[ModelMessage]) -> list[str]:
+    prompts: list[str] = []
+    for message in messages:
+        if isinstance(message, ModelRequest):
+            prompts.extend(str(p.content) for p in message.parts if isinstance(p, UserPromptPart))
+    return prompts
+
+
+def _tool_failed(part: Any) -> bool:
+    return isinstance(part, RetryPromptPart) or getattr(part, "outcome", None) in ("retried", "failed", "denied")
+
+
+def planning_model(latency: float = 0.0) -> FunctionModel:
+    """A FunctionModel that calls the tools written in the prompt (``name(k=v)``), then
+    answers from their results, reporting denials like ``ScriptedAgent`` does."""
+
+    async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        await asyncio.sleep(latency)
+        last = messages[-1]
+        results = [p for p in getattr(last, "parts", ()) if isinstance(p, (ToolReturnPart, RetryPromptPart))]
+        turn = len(_user_prompts(messages))
+        if results:
+            summary = []
+            for part in results:
+                if _tool_failed(part):
+                    summary.append(f"{part.tool_name} denied ({part.content})")
+                else:
+                    summary.append(f"{part.tool_name} -> {part.content}")
+            return ModelResponse(parts=[TextPart(f"turn {turn}: " + "; ".join(summary))])
+        calls = plan_from_message(_user_prompts(messages)[-1])
+        if not calls:
+            return ModelResponse(parts=[TextPart(f"turn {turn}: no tools needed")])
+        return ModelResponse(parts=[ToolCallPart(name, args) for name, args in calls])
+
+    return FunctionModel(respond)
+
+
+def demo_agent_factory(agent_id: str, *, latency: float = 0.0) -> Callable[[], PydanticAIAgent]:
+    """The demo's pydantic-ai agent: a real ``Agent`` driven by :func:`planning_model`."""
+    return pydantic_ai_agent(agent_id, lambda: Agent(planning_model(latency), name=agent_id))
