@@ -259,29 +259,23 @@ class _HostLoop:
 
     def _main(self) -> None:
         if self.kind == "asyncio":
-            asyncio.run(self._serve_asyncio())
+
+            async def next_job_asyncio() -> Any:
+                return await asyncio.get_running_loop().run_in_executor(None, self.jobs.get)
+
+            asyncio.run(self._serve(next_job_asyncio))
         else:
             import trio
 
-            trio.run(self._serve_trio)
+            async def next_job_trio() -> Any:
+                return await trio.to_thread.run_sync(self.jobs.get)
 
-    async def _serve_asyncio(self) -> None:
-        loop = asyncio.get_running_loop()
+            trio.run(self._serve, next_job_trio)
+
+    async def _serve(self, next_job: Callable[[], Any]) -> None:
+        """Run each submitted body on this host's loop until told to stop (a None job)."""
         while True:
-            job = await loop.run_in_executor(None, self.jobs.get)
-            if job is None:
-                return
-            body, done = job
-            try:
-                await body()
-            finally:
-                done.set()
-
-    async def _serve_trio(self) -> None:
-        import trio
-
-        while True:
-            job = await trio.to_thread.run_sync(self.jobs.get)
+            job = await next_job()
             if job is None:
                 return
             body, done = job

@@ -206,7 +206,7 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout, err: TextIO = sys.s
     all_done = threading.Event()
     start_line = threading.Event()
 
-    def chat_script(send: Callable[[str, str], Any]) -> list[tuple[str, str]]:
+    def chat_script() -> list[tuple[str, str]]:
         return [(agent_ids[a], _message(a, t)) for t in range(options.turns) for a in range(options.agents)]
 
     def record(started: float, reply: Any, error: BaseException | None) -> None:
@@ -215,9 +215,19 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout, err: TextIO = sys.s
         else:
             recorder.chat(None, f"{type(error).__name__}: {error}")
 
+    async def chat_once(agent_id: str, message: str) -> None:
+        # One coroutine serves both async hosts: achat detects asyncio or trio itself.
+        started = time.perf_counter()
+        try:
+            reply = await runtime.achat(agent_id, message)
+        except Exception as exc:  # noqa: BLE001 - counted and reported
+            record(started, None, exc)
+        else:
+            record(started, reply, None)
+
     def thread_driver() -> None:
         start_line.wait(60)
-        for agent_id, message in chat_script(runtime.chat):
+        for agent_id, message in chat_script():
             started = time.perf_counter()
             try:
                 reply = runtime.chat(agent_id, message)
@@ -234,17 +244,7 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout, err: TextIO = sys.s
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, registered.wait)
         await loop.run_in_executor(None, start_line.wait, 60)
-
-        async def one(agent_id: str, message: str) -> None:
-            started = time.perf_counter()
-            try:
-                reply = await runtime.achat(agent_id, message)
-            except Exception as exc:  # noqa: BLE001
-                record(started, None, exc)
-            else:
-                record(started, reply, None)
-
-        await asyncio.gather(*(one(a, m) for a, m in chat_script(runtime.chat)))
+        await asyncio.gather(*(chat_once(a, m) for a, m in chat_script()))
         # Keep this loop alive: agents registered here run their async tools on it.
         await loop.run_in_executor(None, all_done.wait, 120)
 
@@ -257,19 +257,9 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout, err: TextIO = sys.s
             )
         await trio.to_thread.run_sync(registered.wait)
         await trio.to_thread.run_sync(start_line.wait, 60)
-
-        async def one(agent_id: str, message: str) -> None:
-            started = time.perf_counter()
-            try:
-                reply = await runtime.achat(agent_id, message)
-            except Exception as exc:  # noqa: BLE001
-                record(started, None, exc)
-            else:
-                record(started, reply, None)
-
         async with trio.open_nursery() as nursery:
-            for agent_id, message in chat_script(runtime.chat):
-                nursery.start_soon(one, agent_id, message)
+            for agent_id, message in chat_script():
+                nursery.start_soon(chat_once, agent_id, message)
         await trio.to_thread.run_sync(all_done.wait, 120)
 
     host_errors: list[BaseException] = []
