@@ -178,10 +178,6 @@ def test_use_after_shutdown(core: ModuleType) -> None:
 # ------------------------------------------------------------------------------------------
 
 
-def _fd_count() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
 @pytest.mark.timeout(300)
 def test_start_shutdown_cycles_leave_nothing_behind(core: ModuleType) -> None:
@@ -195,8 +191,9 @@ def test_start_shutdown_cycles_leave_nothing_behind(core: ModuleType) -> None:
     for _ in range(20):  # warm up caches, logging, lazy imports
         cycle()
     gc.collect()
-    threads_before = threading.active_count()
-    fds_before = _fd_count()
+    # Compare sets, not counts: a leftover of an earlier test may end meanwhile.
+    threads_before = set(threading.enumerate())
+    fds_before = set(os.listdir("/proc/self/fd"))
     tracemalloc.start(25)
     try:
         gc.collect()
@@ -212,8 +209,10 @@ def test_start_shutdown_cycles_leave_nothing_behind(core: ModuleType) -> None:
     ours = [tracemalloc.Filter(True, "*agybridge*", all_frames=True)]
     after, before = snapshot_after.filter_traces(ours), snapshot_before.filter_traces(ours)
     growth = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
-    assert threading.active_count() == threads_before, [t.name for t in threading.enumerate()]
-    assert _fd_count() == fds_before
+    new_threads = set(threading.enumerate()) - threads_before
+    assert not new_threads, [t.name for t in new_threads]
+    new_fds = set(os.listdir("/proc/self/fd")) - fds_before
+    assert not new_fds, f"file descriptors left open: {sorted(new_fds)}"
     assert growth < 512 * 1024, f"memory grew by {growth} bytes over 1,000 cycles"
 
 
@@ -278,8 +277,8 @@ def test_hot_paths_leak_no_references(core: ModuleType) -> None:
 
 
 def test_waiter_timeout_leaves_no_thread_or_lock_behind(core: ModuleType) -> None:
-    threads_before = threading.active_count()
+    threads_before = set(threading.enumerate())
     for _ in range(200):
         shot = core.Oneshot()
         assert shot.wait(0.0005) is False
-    assert threading.active_count() == threads_before
+    assert not set(threading.enumerate()) - threads_before
