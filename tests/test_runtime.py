@@ -823,3 +823,24 @@ def test_cancel_before_the_task_first_runs_is_accounted(runtime: PythonRuntime) 
     metrics = runtime.metrics()
     assert metrics.in_flight == 0, metrics
     assert metrics.submitted == metrics.finished, metrics
+
+
+def test_uvloop_is_used_when_installed_and_enabled(core: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    made: list[asyncio.AbstractEventLoop] = []
+
+    def new_event_loop() -> asyncio.AbstractEventLoop:
+        made.append(asyncio.new_event_loop())  # a stand-in: uvloop is not installed here
+        return made[-1]
+
+    monkeypatch.setitem(sys.modules, "uvloop", types.SimpleNamespace(new_event_loop=new_event_loop))
+    with PythonRuntime(make_config(use_uvloop=True), core=core) as rt:
+        assert rt.run(add, 1, 1) == 2
+        assert made and rt.loop is made[0]
+    with PythonRuntime(make_config(use_uvloop=False), core=core) as rt:
+        assert rt.run(add, 1, 1) == 2
+        assert rt.loop is not made[-1] and len(made) == 1
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # "not installed": import fails
+    with PythonRuntime(make_config(use_uvloop=True), core=core) as rt:
+        assert rt.run(add, 2, 2) == 4
