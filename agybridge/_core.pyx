@@ -1,5 +1,6 @@
 # cython: language_level=3, freethreading_compatible=True
 # cython: boundscheck=False, wraparound=False
+# cython: embedsignature=True, embedsignature.format=clinic
 """Compiled hot path of agybridge: Oneshot, CommandQueue, AgentRegistry.
 
 Same names, same signatures, same docstrings and same behaviour as the pure-Python twin
@@ -505,6 +506,7 @@ cdef class AgentRegistry:
     def __repr__(self):
         return f"<AgentRegistry agents={len(self._map)}>"
 
+    @cython.binding(False)  # a plain C method: the look-up is cheaper than a function-object call
     def get(self, agent_id):
         """Return the state of *agent_id*; ``UnknownAgentError`` (a ``KeyError``) names a missing id."""
         state = self._map.get(agent_id, _MISSING)
@@ -512,6 +514,7 @@ cdef class AgentRegistry:
             raise UnknownAgentError(agent_id)
         return state
 
+    @cython.binding(False)
     def find(self, agent_id, default=None):
         """Return the state of *agent_id*, or *default* when it is not registered."""
         return self._map.get(agent_id, default)
