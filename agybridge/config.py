@@ -37,7 +37,9 @@ DEFAULT_CHAT_TIMEOUT_SECS: float = 120.0
 #: all agents. A host that fires N chats at once would otherwise send N requests to the
 #: model provider in the same millisecond and trip its burst rate limits; 50 ms spreads
 #: them out (at most 20 chat starts per second) while adding nothing noticeable to a
-#: single chat. Other command kinds are never delayed by it. Set 0 to disable.
+#: single chat. Other command kinds are never delayed by it. The gap is measured between the
+#: moments agents are actually called, and the wait counts toward the chat timeout. Set 0 to
+#: disable.
 DEFAULT_INTER_AGENT_DELAY: float = 0.05
 
 #: Extra time the operation timeout allows beyond the chat timeout: queueing, the

@@ -198,7 +198,8 @@ class PythonRuntime:
         # Loop-thread-only state.
         self._active: dict[PyCommand, asyncio.Task[Any]] = {}
         self._agents: dict[str, _AgentSlot] = {}
-        self._next_chat_start = 0.0
+        self._last_chat_start = float("-inf")
+        self._chat_gate: asyncio.Lock | None = None
         self._handlers: dict[type[PyCommand], Callable[[Any], Coroutine[Any, Any, Any]]] = {
             Chat: self._do_chat,
             Run: self._do_run,
@@ -772,7 +773,6 @@ class PythonRuntime:
         assert task is not None
         slot.chats[cmd] = task
         try:
-            await self._space_chat()
             limit = self.config.chat_timeout
             # The chat timeout bounds the whole turn, hooks included: a hanging hook must not
             # stall a chat for longer than the agent itself may take.
@@ -791,6 +791,9 @@ class PythonRuntime:
         if state is not None and state.hooks.has("before_chat"):
             await fire_hook_quietly(state, cmd.agent_id, "before_chat", {"message": cmd.message})
         try:
+            await self._pass_chat_gate()
+            # Nothing may suspend between the gate and this call: the spacing is measured
+            # at the moment the agent starts, where a model request would go out.
             reply = await slot.agent.chat(cmd.message)
             if not isinstance(reply, str):
                 raise TypeError(
@@ -805,17 +808,25 @@ class PythonRuntime:
             await fire_hook_quietly(state, cmd.agent_id, "after_chat", {"message": cmd.message, "reply": reply})
         return reply
 
-    async def _space_chat(self) -> None:
-        """Reserve the next chat start slot: chats start at least inter_agent_delay apart."""
+    async def _pass_chat_gate(self) -> None:
+        """Let chats start one at a time, in arrival order, at least inter_agent_delay apart.
+
+        The gap is measured from the moment the previous chat actually passed the gate, not
+        from when a slot was reserved, so a chat that started late can never be followed too
+        closely. The wait is part of the chat's time (its chat timeout bounds it); other
+        command kinds never pass this gate.
+        """
         delay = self.config.inter_agent_delay
         if delay <= 0:
             return
-        assert self._loop is not None
-        now = self._loop.time()
-        start = max(now, self._next_chat_start)
-        self._next_chat_start = start + delay
-        if start > now:
-            await asyncio.sleep(start - now)
+        loop = self._loop
+        assert loop is not None
+        if self._chat_gate is None:
+            self._chat_gate = asyncio.Lock()
+        async with self._chat_gate:
+            while (wait := self._last_chat_start + delay - loop.time()) > 0:
+                await asyncio.sleep(wait)
+            self._last_chat_start = loop.time()
 
     async def _do_register(self, cmd: RegisterAgent) -> None:
         if cmd.agent_id in self._agents and not cmd.replace:
