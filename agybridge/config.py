@@ -140,7 +140,9 @@ class RuntimeConfig:
     #: Seconds a blocking caller polls for its result (GIL released) before parking on a
     #: lock. Parking and being woken costs an OS wake-up, tens of microseconds on an idle
     #: core; a short poll turns fast round trips into a fraction of that. At most
-    #: cores - 1 threads spin at once, so callers never starve the runtime thread. 0 disables.
+    #: cores - 1 threads spin at once, so callers never starve the runtime thread, and
+    #: only a caller whose command is alone in flight, with no other thread waiting, spins:
+    #: behind other work the answer is not microseconds away. 0 disables.
     caller_spin: float = 50e-6
     #: Seconds the idle runtime loop polls the command queue before sleeping in its
     #: selector, so a caller's next command is picked up without a wake-up. Only when no

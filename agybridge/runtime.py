@@ -492,6 +492,12 @@ class PythonRuntime:
     def _in_flight(self) -> int:
         return len(self._queue) + len(self._active)
 
+    def _spin_budget(self) -> float:
+        # Spinning pays only when the answer is microseconds away: when the command just
+        # submitted is the only one in flight. Behind other commands the wait outlasts any
+        # spin, and the spinner only takes a core from the runtime thread.
+        return self._caller_spin if self._in_flight() <= 1 else 0.0
+
     # ----------------------------------------------------------------------------------
     # Submitting and waiting (caller side, any thread)
     # ----------------------------------------------------------------------------------
@@ -547,7 +553,7 @@ class PythonRuntime:
             # The submit is inside the guard too: Ctrl-C can land after the push but before
             # the wait, and the command must not keep running then.
             self._submit(cmd)
-            if not shot.wait(limit, self._caller_spin) and shot.set_exception(self._timeout_error(cmd, limit)):
+            if not shot.wait(limit, self._spin_budget()) and shot.set_exception(self._timeout_error(cmd, limit)):
                 self._request_abort(cmd)
         except Exception as exc:
             # A refused submit (shut down, busy): the oneshot records the same outcome.
@@ -574,7 +580,7 @@ class PythonRuntime:
             if isinstance(cmd, PyCommand):
                 cmd.oneshot.set_exception(exc)  # a refused command is completed too
             raise
-        spin = 0.0 if self._on_runtime_thread() else self._caller_spin
+        spin = 0.0 if self._on_runtime_thread() else self._spin_budget()
         return await await_oneshot(
             cmd.oneshot, limit, lambda: self._timeout_error(cmd, limit), lambda: self._request_abort(cmd), spin
         )

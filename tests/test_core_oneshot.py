@@ -6,10 +6,14 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 import pytest
+from conftest import _load as load_core
 
 from agybridge.errors import CommandCancelledError, WaitTimeoutError
 
@@ -311,3 +315,35 @@ def test_set_max_spinners(core: ModuleType) -> None:
         assert shot.wait(timeout=10, spin=0.5) is True
     finally:
         core.set_max_spinners(max(0, (os.cpu_count() or 1) - 1))  # the import-time default
+
+
+def _cpu_spent_waiting(shot: Any, seconds: float) -> float:
+    began = time.thread_time()
+    shot.wait(timeout=seconds, spin=seconds)
+    return time.thread_time() - began
+
+
+def _eventually(check: Callable[[], bool], within: float = 10.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if check():
+            return True
+    return False
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: the spinner cap is 0, nobody spins")
+def test_compiled_core_spins_only_for_a_lone_waiter() -> None:
+    core = load_core("cython")  # the twin never spins
+    idle = core.Oneshot()  # never completed: every wait runs its spin out
+    # A lone waiter burns CPU while it spins (retried: a busy machine can deschedule it).
+    assert _eventually(lambda: _cpu_spent_waiting(idle, 0.1) > 0.02), "a lone waiter never spun"
+    other = core.Oneshot()
+    parked = threading.Thread(target=other.wait, args=(30,))
+    parked.start()
+    try:
+        # Once the other thread is inside its wait, this one parks at once instead of spinning.
+        assert _eventually(lambda: _cpu_spent_waiting(idle, 0.1) < 0.005), "spun beside another waiter"
+    finally:
+        other.set_result(None)
+        parked.join(timeout=10)
+    assert not parked.is_alive()

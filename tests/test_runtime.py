@@ -230,6 +230,38 @@ def test_slow_chat_does_not_delay_a_fast_run(runtime: PythonRuntime) -> None:
     assert chat_result == ["done"]
 
 
+def test_callers_spin_only_when_their_command_is_alone(runtime: PythonRuntime) -> None:
+    """Behind other commands the answer is not microseconds away: spinning would only steal a core.
+
+    ``_spin_budget()`` is asked right after a caller submitted its command, so one command
+    in flight is the caller's own and two mean another is ahead of it.
+    """
+    assert runtime.config.caller_spin > 0
+    assert runtime._spin_budget() == runtime.config.caller_spin
+    started = [threading.Event(), threading.Event()]
+    release = threading.Event()
+
+    async def held(index: int) -> int:
+        started[index].set()
+        while not release.is_set():
+            await asyncio.sleep(0.002)
+        return index
+
+    holders = [threading.Thread(target=runtime.run, args=(held, i), kwargs={"timeout": 20}) for i in range(2)]
+    holders[0].start()
+    try:
+        assert started[0].wait(10)
+        assert runtime._spin_budget() == runtime.config.caller_spin  # only "its own" command
+        holders[1].start()
+        assert started[1].wait(10)
+        assert runtime._spin_budget() == 0.0  # another command ahead: park instead
+    finally:
+        release.set()
+        for holder in holders:
+            holder.join(timeout=10)
+    assert not any(holder.is_alive() for holder in holders)
+
+
 def test_burst_from_many_threads_coalesces_wakeups(runtime: PythonRuntime) -> None:
     gate = threading.Event()
     started = threading.Event()
