@@ -48,6 +48,11 @@ cdef extern from "pythread.h":
 # costs an OS wake-up (tens of microseconds on an idle core), polling costs nothing but
 # the core it runs on. The number of concurrent spinners is capped (normally at one fewer
 # than the cores) so spinning callers can never starve the thread they are waiting for.
+# A spinner yields its core every 64 polls (sched_yield): a wake-up through a socket or pipe
+# tends to put the woken thread on the waker's core, expecting the waker to sleep, and a
+# spinner that never yields keeps the very thread it waits for off that core (measured on
+# 2 cores, 5 ms between round trips: 155 us spinning without yields, 118 us not spinning,
+# 96 us spinning with yields).
 # Only a lone waiter spins: while another thread is inside a wait too (parked, or woken and
 # taking the GIL back) answers are queued behind each other and a spinner only takes a core
 # from the threads doing the work (measured on 2 cores: 2 to 8 callers lost 15-25% of
@@ -69,6 +74,8 @@ cdef extern from *:
         __asm__ __volatile__("yield");
     #endif
     }
+    #include <sched.h>
+    static inline void agy_yield(void) { sched_yield(); }
     static inline double agy_now(void) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -96,6 +103,7 @@ cdef extern from *:
     void agy_store_ssize(Py_ssize_t *p, Py_ssize_t v) nogil
     void agy_cpu_relax() nogil
     double agy_now() nogil
+    void agy_yield() nogil
     int agy_enter_spin() nogil
     void agy_leave_spin() nogil
     void agy_set_max_spinners(int n) nogil
@@ -258,6 +266,7 @@ cdef class Oneshot:
             if agy_now() >= deadline:
                 agy_leave_spin()
                 return False
+            agy_yield()
 
     cdef bint _wait(self, double limit, double spin=0.0) except -1:
         if self._state != _PENDING:
@@ -457,6 +466,7 @@ cdef class CommandQueue:
                 agy_cpu_relax()
             if agy_now() >= deadline:
                 return False
+            agy_yield()
 
     def drain(self, spin=0.0):
         """Take every pending item, oldest first. An empty result marks the consumer idle.
