@@ -44,6 +44,10 @@ from agybridge.runtime import PythonRuntime
 
 __all__ = ["BenchOptions", "main", "run_bench"]
 
+#: Idle time before each round trip of the spaced scenario.
+SPACING = 0.001
+SPACED = "sync round trip, 1 ms apart"
+
 
 async def _noop() -> int:
     return 1
@@ -207,16 +211,18 @@ class _JanusBridge:
 # ------------------------------------------------------------------------------------------
 
 
-def _time_block(fn: Callable[[], Any], n: int, out: list[float]) -> None:
+def _time_block(fn: Callable[[], Any], n: int, out: list[float], gap: float = 0.0) -> None:
     perf = time.perf_counter
     for _ in range(n):
+        if gap:
+            time.sleep(gap)  # the scenario itself (idle spells), not synchronisation
         started = perf()
         fn()
         out.append(perf() - started)
 
 
-def _sync_take(call: Callable[[], Any], block: int) -> Callable[[list[float]], None]:
-    return lambda out: _time_block(call, block, out)
+def _sync_take(call: Callable[[], Any], block: int, gap: float = 0.0) -> Callable[[list[float]], None]:
+    return lambda out: _time_block(call, block, out, gap)
 
 
 def _async_take(host: _HostLoop, call: Callable[[], Any], block: int) -> Callable[[list[float]], None]:
@@ -369,6 +375,18 @@ def _scenario_round_trips(options: BenchOptions, log: Callable[[str], None]) -> 
                 "anyio portal.call",
                 lambda out: _time_block(lambda: portal.portal.call(_noop), block, out),
             )
+
+        # A service answering sporadic requests: every thread has gone idle in between, so
+        # each round trip pays the full wake-ups that back-to-back calls partly avoid.
+        spaced_block = max(1, block // 4)
+        for name, rt in runtimes:
+            add(SPACED, name, _sync_take(functools.partial(rt.run, _noop), spaced_block, SPACING))
+        add(
+            SPACED,
+            "run_coroutine_threadsafe",
+            _sync_take(lambda: asyncio.run_coroutine_threadsafe(_noop(), plain.loop).result(), spaced_block, SPACING),
+        )
+        add(SPACED, "_thread lock handoff", _sync_take(floor.call, spaced_block, SPACING))
 
         for name, rt in runtimes:
             add(
