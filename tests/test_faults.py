@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 import tracemalloc
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -93,6 +94,21 @@ def test_agent_blocks_the_loop_with_sync_work(quick_runtime: PythonRuntime) -> N
     assert sorted(results) == sorted(["blocked reply"] + ["pong"] * 5)
 
 
+def _state_with(callback: Callable[..., Any], where: str) -> AgentBridgeState:
+    """Bridge state whose tool "tool", before_tool hook or policy (per *where*) is *callback*."""
+
+    def tool() -> str:
+        if where == "tool":
+            callback()
+        return "done"
+
+    return AgentBridgeState(
+        tools={"tool": tool}.values(),
+        hooks={"before_tool": [callback]} if where == "hook" else None,
+        policies=[callback] if where == "policy" else (),
+    )
+
+
 @pytest.mark.parametrize("where", ["tool", "hook", "policy"])
 def test_host_callback_hangs(quick_runtime: PythonRuntime, where: str) -> None:
     release = threading.Event()
@@ -101,17 +117,7 @@ def test_host_callback_hangs(quick_runtime: PythonRuntime, where: str) -> None:
         release.wait(20)
         return True
 
-    def tool() -> str:
-        if where == "tool":
-            hang()
-        return "done"
-
-    state = AgentBridgeState(
-        tools={"tool": tool}.values(),
-        hooks={"before_tool": [hang]} if where == "hook" else None,
-        policies=[hang] if where == "policy" else (),
-    )
-    quick_runtime.register_agent("a", lambda: CallsTool("a", "tool"), state)
+    quick_runtime.register_agent("a", lambda: CallsTool("a", "tool"), _state_with(hang, where))
     try:
         with pytest.raises(ChatTimeoutError):
             quick_runtime.chat("a", "go")
@@ -125,17 +131,7 @@ def test_host_callback_raises(quick_runtime: PythonRuntime, where: str) -> None:
     def boom(*args: Any) -> Any:
         raise RuntimeError(f"{where} bug")
 
-    def tool() -> str:
-        if where == "tool":
-            boom()
-        return "done"
-
-    state = AgentBridgeState(
-        tools={"tool": tool}.values(),
-        hooks={"before_tool": [boom]} if where == "hook" else None,
-        policies=[boom] if where == "policy" else (),
-    )
-    quick_runtime.register_agent("a", lambda: CallsTool("a", "tool"), state)
+    quick_runtime.register_agent("a", lambda: CallsTool("a", "tool"), _state_with(boom, where))
     if where == "hook":
         assert quick_runtime.chat("a", "go") == "done"  # hooks observe; a failing hook is logged
     elif where == "policy":
