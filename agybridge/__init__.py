@@ -5,6 +5,7 @@ whose one thread runs every agent coroutine; agents call back into the host thro
 :func:`dispatch_tool`, :func:`dispatch_hook` and :func:`dispatch_policy_confirm`.
 """
 
+from agybridge._dispatcher import RuntimeMetrics
 from agybridge._select import IMPLEMENTATION, AgentRegistry, CommandQueue, Oneshot
 from agybridge.commands import Chat, PyCommand, RegisterAgent, Run, Shutdown, UnregisterAgent
 from agybridge.config import (
@@ -38,7 +39,7 @@ from agybridge.errors import (
     UnknownToolError,
     WaitTimeoutError,
 )
-from agybridge.runtime import PythonRuntime, RuntimeMetrics
+from agybridge.runtime import PythonRuntime
 from agybridge.state import (
     BRIDGE_STATE,
     HOOK_EVENTS,

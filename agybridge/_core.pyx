@@ -38,6 +38,9 @@ from agybridge.errors import (
     WaitTimeoutError,
 )
 
+#: Which implementation this module is: the compiled core.
+IMPLEMENTATION = "cython"
+
 cdef extern from "pythread.h":
     PyLockStatus PyThread_acquire_lock_timed(
         PyThread_type_lock lock, long long microseconds, int intr_flag

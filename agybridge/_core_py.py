@@ -26,6 +26,9 @@ from agybridge.errors import (
 
 __all__ = ["AgentRegistry", "CommandQueue", "Oneshot", "set_max_spinners"]
 
+#: Which implementation this module is: the pure-Python twin.
+IMPLEMENTATION = "python"
+
 # --------------------------------------------------------------------------------------
 # Shared helpers
 # --------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from agybridge import _validate
 from agybridge._select import Oneshot
 
 if TYPE_CHECKING:
@@ -52,14 +53,6 @@ class PyCommand:
         return f"<{self.describe()} {self.oneshot!r}>"
 
 
-def _require_agent_id(agent_id: object) -> str:
-    if not isinstance(agent_id, str):
-        raise TypeError(f"agent_id must be a str, not {type(agent_id).__name__}")
-    if not agent_id:
-        raise ValueError("agent_id must be a non-empty string")
-    return agent_id
-
-
 class Chat(PyCommand):
     """Send *message* to the agent registered as *agent_id*; the result is its reply."""
 
@@ -72,7 +65,7 @@ class Chat(PyCommand):
         super().__init__(oneshot=oneshot)
         if not isinstance(message, str):
             raise TypeError(f"chat message must be a str, not {type(message).__name__}")
-        object.__setattr__(self, "agent_id", _require_agent_id(agent_id))
+        object.__setattr__(self, "agent_id", _validate.agent_id(agent_id))
         object.__setattr__(self, "message", message)
 
     def describe(self) -> str:
@@ -134,7 +127,7 @@ class RegisterAgent(PyCommand):
         super().__init__(oneshot=oneshot)
         if not callable(factory):
             raise TypeError(f"agent factory must be callable, not {type(factory).__name__}")
-        object.__setattr__(self, "agent_id", _require_agent_id(agent_id))
+        object.__setattr__(self, "agent_id", _validate.agent_id(agent_id))
         object.__setattr__(self, "factory", factory)
         object.__setattr__(self, "state", state)
         object.__setattr__(self, "replace", bool(replace))
@@ -152,7 +145,7 @@ class UnregisterAgent(PyCommand):
 
     def __init__(self, agent_id: str, *, oneshot: Oneshot | None = None) -> None:
         super().__init__(oneshot=oneshot)
-        object.__setattr__(self, "agent_id", _require_agent_id(agent_id))
+        object.__setattr__(self, "agent_id", _validate.agent_id(agent_id))
 
     def describe(self) -> str:
         return f"UnregisterAgent(agent={self.agent_id!r})"

@@ -8,11 +8,11 @@ what the operator believes they configured.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from agybridge._validate import seconds
 from agybridge.errors import ConfigError
 
 __all__ = [
@@ -59,19 +59,6 @@ CHAT_TIMEOUT_ENV = "AGI_CHAT_TIMEOUT_SECS"
 OPERATION_TIMEOUT_ENV = "AGI_OPERATION_TIMEOUT_SECS"
 
 
-def _seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
-    """Validate a duration: a real, finite number, positive (or >= 0 with *allow_zero*)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name} must be a number of seconds, not {type(value).__name__} {value!r}")
-    seconds = float(value)
-    if math.isnan(seconds) or math.isinf(seconds):
-        raise ConfigError(f"{name} must be a finite number of seconds, not {value!r}")
-    if seconds < 0 or (seconds == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{name} must be {bound} seconds, not {value!r}")
-    return seconds
-
-
 def _seconds_from_env(variable: str, environ: Mapping[str, str] | None) -> float | None:
     """Read a positive number of seconds from *variable*; None when it is unset or empty."""
     env = os.environ if environ is None else environ
@@ -83,7 +70,7 @@ def _seconds_from_env(variable: str, environ: Mapping[str, str] | None) -> float
     except ValueError:
         raise ConfigError(f"environment variable {variable}={raw!r} is not a number of seconds") from None
     try:
-        return _seconds(variable, value)
+        return seconds(variable, value)
     except ConfigError:
         raise ConfigError(f"environment variable {variable}={raw!r} must be a finite number of seconds > 0") from None
 
@@ -147,25 +134,25 @@ class RuntimeConfig:
     #: Seconds the idle runtime loop polls the command queue before sleeping in its
     #: selector, so a caller's next command is picked up without a wake-up. Only when no
     #: other callback is ready. Off by default: with callers spinning too, two spinners
-    #: and the GIL hand-offs between them thrash a 2-core machine (measured: sync round
-    #: trip 22 us with caller spin alone, 77 us with both). Worth trying where the runtime
-    #: thread has a core to itself and callers send back to back. 0 disables.
+    #: and the GIL hand-offs between them thrash a 2-core machine (the README's performance
+    #: section has the figures). Worth trying where the runtime thread has a core to itself
+    #: and callers send back to back. 0 disables.
     loop_spin: float = 0.0
 
     def __post_init__(self) -> None:
-        chat = _seconds("chat_timeout", self.chat_timeout)
+        chat = seconds("chat_timeout", self.chat_timeout)
         object.__setattr__(self, "chat_timeout", chat)
         if self.operation_timeout is None:
             operation = default_operation_timeout(chat)
         else:
-            operation = _seconds("operation_timeout", self.operation_timeout)
+            operation = seconds("operation_timeout", self.operation_timeout)
         object.__setattr__(self, "operation_timeout", operation)
         object.__setattr__(
-            self, "inter_agent_delay", _seconds("inter_agent_delay", self.inter_agent_delay, allow_zero=True)
+            self, "inter_agent_delay", seconds("inter_agent_delay", self.inter_agent_delay, allow_zero=True)
         )
-        object.__setattr__(self, "shutdown_grace", _seconds("shutdown_grace", self.shutdown_grace, allow_zero=True))
+        object.__setattr__(self, "shutdown_grace", seconds("shutdown_grace", self.shutdown_grace, allow_zero=True))
         for name in ("caller_spin", "loop_spin"):
-            spin = _seconds(name, getattr(self, name), allow_zero=True)
+            spin = seconds(name, getattr(self, name), allow_zero=True)
             if spin > 0.01:
                 raise ConfigError(f"{name} must be at most 0.01 s (it burns a core while it lasts), not {spin!r}")
             object.__setattr__(self, name, spin)

@@ -22,10 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from agybridge.agents import ScriptedAgent
 from agybridge.config import RuntimeConfig
 from agybridge.runtime import PythonRuntime
 from agybridge.state import AgentBridgeState, Deny
+from agybridge.testing import ScriptedAgent
 
 __all__ = ["DemoOptions", "DemoReport", "main", "run_demo"]
 

@@ -19,18 +19,19 @@ import functools
 import inspect
 import json
 import logging
-import sys
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from agybridge import _select
-from agybridge._waiters import await_oneshot
+from agybridge._backends import HostLoop, await_oneshot, current_host
+from agybridge._backends._asyncio import AsyncioHost
+from agybridge._backends._trio import TrioHost
+from agybridge._loop_thread import current_owner
 from agybridge.errors import (
     CommandCancelledError,
     ContextError,
     HookError,
-    HostLoopError,
     PolicyDeniedError,
     PolicyError,
     UnknownToolError,
@@ -62,121 +63,6 @@ HOOK_EVENTS: tuple[str, ...] = ("before_chat", "after_chat", "before_tool", "aft
 
 #: The process-wide registry: agent id -> :class:`AgentBridgeState`.
 BRIDGE_STATE = _select.AgentRegistry()
-
-
-# ------------------------------------------------------------------------------------------
-# Host loops: where async tools run
-# ------------------------------------------------------------------------------------------
-
-
-class HostLoop(Protocol):
-    """An event loop on the host side that can run an async tool and report back."""
-
-    def spawn(self, fn: Callable[..., Awaitable[Any]], kwargs: Mapping[str, Any], shot: Any) -> Callable[[], None]:
-        """Start ``fn(**kwargs)`` on the host loop, complete *shot* with its outcome, and
-        return a function that cancels it (callable from any thread)."""
-        ...
-
-
-def _transfer_task(task: asyncio.Task[Any], shot: Any) -> None:
-    if task.cancelled():
-        shot.cancel()
-    elif task.exception() is not None:
-        shot.set_exception(task.exception())
-    else:
-        shot.set_result(task.result())
-
-
-@dataclass(frozen=True)
-class AsyncioHost:
-    """Runs async tools as tasks on an asyncio loop owned by the host."""
-
-    loop: asyncio.AbstractEventLoop
-
-    def spawn(self, fn: Callable[..., Awaitable[Any]], kwargs: Mapping[str, Any], shot: Any) -> Callable[[], None]:
-        holder: list[asyncio.Task[Any]] = []
-
-        def start() -> None:
-            if shot.done():
-                return  # cancelled before it could start
-            task = self.loop.create_task(_as_coroutine(fn, kwargs))
-            holder.append(task)
-            task.add_done_callback(lambda t: _transfer_task(t, shot))
-
-        def cancel_on_loop() -> None:
-            if holder:
-                holder[0].cancel()
-
-        try:
-            self.loop.call_soon_threadsafe(start)
-        except RuntimeError:
-            raise HostLoopError("the asyncio loop this agent's async tools were registered from is closed") from None
-
-        def cancel() -> None:
-            try:
-                self.loop.call_soon_threadsafe(cancel_on_loop)
-            except RuntimeError:
-                pass
-
-        return cancel
-
-
-@dataclass(frozen=True)
-class TrioHost:
-    """Runs async tools as trio system tasks in the host's trio run."""
-
-    token: Any  # trio.lowlevel.TrioToken
-
-    def spawn(self, fn: Callable[..., Awaitable[Any]], kwargs: Mapping[str, Any], shot: Any) -> Callable[[], None]:
-        import trio
-
-        scopes: list[trio.CancelScope] = []
-
-        async def runner() -> None:
-            with trio.CancelScope() as scope:
-                scopes.append(scope)
-                if shot.done():
-                    return
-                try:
-                    result = await fn(**kwargs)
-                except Exception as exc:  # noqa: BLE001 - a system task must never raise
-                    shot.set_exception(exc)
-                    return
-                shot.set_result(result)
-            if scope.cancelled_caught:
-                shot.cancel()
-
-        try:
-            self.token.run_sync_soon(trio.lowlevel.spawn_system_task, runner)
-        except trio.RunFinishedError:
-            raise HostLoopError("the trio run this agent's async tools were registered from has finished") from None
-
-        def cancel_in_trio() -> None:
-            if scopes:
-                scopes[0].cancel()
-
-        def cancel() -> None:
-            try:
-                self.token.run_sync_soon(cancel_in_trio)
-            except trio.RunFinishedError:
-                pass
-
-        return cancel
-
-
-def current_host() -> HostLoop | None:
-    """The host loop of the calling code: its trio run, its asyncio loop, or None."""
-    trio = sys.modules.get("trio")
-    if trio is not None and trio.lowlevel.in_trio_run():
-        return TrioHost(trio.lowlevel.current_trio_token())
-    try:
-        return AsyncioHost(asyncio.get_running_loop())
-    except RuntimeError:
-        return None
-
-
-async def _as_coroutine(fn: Callable[..., Awaitable[Any]], kwargs: Mapping[str, Any]) -> Any:
-    return await fn(**kwargs)
 
 
 # ------------------------------------------------------------------------------------------
@@ -538,7 +424,8 @@ async def _run_tool(state: AgentBridgeState, tool: Tool, args: dict[str, Any]) -
     host = state.host
     if host is None:
         return await tool.fn(**args)
-    shot = _select.core.Oneshot()
+    owner = current_owner()  # the runtime whose loop this is: its core makes the oneshot
+    shot = owner.core.Oneshot() if owner is not None else _select.Oneshot()
     cancel = host.spawn(tool.fn, args, shot)
     return await await_oneshot(shot, None, TimeoutError, cancel)
 

@@ -31,7 +31,7 @@ from agybridge import (
     parse_context,
 )
 from agybridge._select import AgentRegistry
-from agybridge.agents import ScriptedAgent, plan_from_message
+from agybridge.testing import ScriptedAgent, plan_from_message
 
 
 class CallerAgent:

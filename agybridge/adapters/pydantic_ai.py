@@ -20,23 +20,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic_ai import Agent, ModelRetry, Tool
-from pydantic_ai.messages import (
-    ModelMessage,
-    ModelRequest,
-    ModelResponse,
-    RetryPromptPart,
-    TextPart,
-    ToolCallPart,
-    ToolReturnPart,
-    UserPromptPart,
-)
-from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.messages import ModelMessage
 from pydantic_ai.toolsets import FunctionToolset
 
-from agybridge.agents import plan_from_message
 from agybridge.errors import PolicyDeniedError
 from agybridge.state import BRIDGE_STATE, AgentBridgeState, dispatch_tool
 from agybridge.state import Tool as BridgeTool
+from agybridge.testing import planning_model
 
 __all__ = ["PydanticAIAgent", "bridge_tools", "demo_agent_factory", "pydantic_ai_agent"]
 
@@ -99,48 +89,6 @@ def pydantic_ai_agent(agent_id: str, make_agent: Callable[[], Agent[Any, Any]]) 
     return lambda: PydanticAIAgent(agent_id, make_agent())
 
 
-# ------------------------------------------------------------------------------------------
-# An offline model for the demo: plans tool calls from the prompt like ScriptedAgent does
-# ------------------------------------------------------------------------------------------
-
-
-def _user_prompts(messages: Sequence[ModelMessage]) -> list[str]:
-    prompts: list[str] = []
-    for message in messages:
-        if isinstance(message, ModelRequest):
-            prompts.extend(str(p.content) for p in message.parts if isinstance(p, UserPromptPart))
-    return prompts
-
-
-def _tool_failed(part: Any) -> bool:
-    return isinstance(part, RetryPromptPart) or getattr(part, "outcome", None) in ("retried", "failed", "denied")
-
-
-def planning_model(latency: float = 0.0) -> FunctionModel:
-    """A FunctionModel that calls the tools written in the prompt (``name(k=v)``), then
-    answers from their results, reporting denials like ``ScriptedAgent`` does."""
-
-    async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-        await asyncio.sleep(latency)
-        last = messages[-1]
-        results = [p for p in getattr(last, "parts", ()) if isinstance(p, (ToolReturnPart, RetryPromptPart))]
-        turn = len(_user_prompts(messages))
-        if results:
-            summary = []
-            for part in results:
-                if _tool_failed(part):
-                    summary.append(f"{part.tool_name} denied ({part.content})")
-                else:
-                    summary.append(f"{part.tool_name} -> {part.content}")
-            return ModelResponse(parts=[TextPart(f"turn {turn}: " + "; ".join(summary))])
-        calls = plan_from_message(_user_prompts(messages)[-1])
-        if not calls:
-            return ModelResponse(parts=[TextPart(f"turn {turn}: no tools needed")])
-        return ModelResponse(parts=[ToolCallPart(name, args) for name, args in calls])
-
-    return FunctionModel(respond)
-
-
 def demo_agent_factory(agent_id: str, *, latency: float = 0.0) -> Callable[[], PydanticAIAgent]:
-    """The demo's pydantic-ai agent: a real ``Agent`` driven by :func:`planning_model`."""
+    """The demo's pydantic-ai agent: a real ``Agent`` driven by :func:`agybridge.testing.planning_model`."""
     return pydantic_ai_agent(agent_id, lambda: Agent(planning_model(latency), name=agent_id))

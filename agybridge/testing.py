@@ -1,6 +1,7 @@
-"""A scripted agent that behaves like an SDK agent, without a model or a network.
+"""Offline agents and models for your own tests (as ``trio.testing`` is for trio programs).
 
-It exists so the bridge can be demonstrated and tested end to end: on each chat it
+Nothing here needs a model provider or a network. :class:`ScriptedAgent` behaves like an SDK
+agent and exists so the bridge can be demonstrated and tested end to end: on each chat it
 "thinks" for a configurable simulated model latency, plans tool calls from the message,
 calls them through :func:`~agybridge.dispatch_tool` with a serialized JSON context exactly
 as an SDK would (so policies and hooks apply), honours policy denials by reporting them in
@@ -8,6 +9,9 @@ its answer, thinks again, and answers.
 
 The plan is read from the message: every ``name(key=value, ...)`` in it is a call of tool
 ``name``; values that look like integers or floats are passed as numbers.
+
+:func:`planning_model` is the same planner as a pydantic-ai ``FunctionModel`` (it needs
+``pip install 'agybridge[pydantic-ai]'``), for testing pydantic-ai agents offline.
 """
 
 from __future__ import annotations
@@ -16,12 +20,15 @@ import asyncio
 import json
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agybridge.errors import PolicyDeniedError
 from agybridge.state import dispatch_tool
 
-__all__ = ["ScriptedAgent", "ToolCall", "plan_from_message"]
+if TYPE_CHECKING:
+    from pydantic_ai.models.function import FunctionModel
+
+__all__ = ["ScriptedAgent", "ToolCall", "plan_from_message", "planning_model"]
 
 _CALL = re.compile(r"([A-Za-z_]\w*)\(([^()]*)\)")
 
@@ -102,3 +109,51 @@ class ScriptedAgent:
 
     async def aclose(self) -> None:
         self.closed = True
+
+
+def planning_model(latency: float = 0.0) -> FunctionModel:
+    """A pydantic-ai ``FunctionModel`` that plans like :class:`ScriptedAgent`.
+
+    It calls the tools written in the prompt (``name(k=v)``), then answers from their
+    results, reporting denials the way :class:`ScriptedAgent` does, after *latency* seconds
+    of simulated model time per request.
+    """
+    from pydantic_ai.messages import (
+        ModelMessage,
+        ModelRequest,
+        ModelResponse,
+        RetryPromptPart,
+        TextPart,
+        ToolCallPart,
+        ToolReturnPart,
+        UserPromptPart,
+    )
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+    def user_prompts(messages: list[ModelMessage]) -> list[str]:
+        prompts: list[str] = []
+        for message in messages:
+            if isinstance(message, ModelRequest):
+                prompts.extend(str(p.content) for p in message.parts if isinstance(p, UserPromptPart))
+        return prompts
+
+    def failed(part: Any) -> bool:
+        return isinstance(part, RetryPromptPart) or getattr(part, "outcome", None) in ("retried", "failed", "denied")
+
+    async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        await asyncio.sleep(latency)
+        last = messages[-1]
+        results = [p for p in getattr(last, "parts", ()) if isinstance(p, (ToolReturnPart, RetryPromptPart))]
+        turn = len(user_prompts(messages))
+        if results:
+            summary = [
+                f"{part.tool_name} denied ({part.content})" if failed(part) else f"{part.tool_name} -> {part.content}"
+                for part in results
+            ]
+            return ModelResponse(parts=[TextPart(f"turn {turn}: " + "; ".join(summary))])
+        calls = plan_from_message(user_prompts(messages)[-1])
+        if not calls:
+            return ModelResponse(parts=[TextPart(f"turn {turn}: no tools needed")])
+        return ModelResponse(parts=[ToolCallPart(name, args) for name, args in calls])
+
+    return FunctionModel(respond)

@@ -1,0 +1,180 @@
+"""Everything asyncio-specific, in one place (as anyio keeps ``_backends/_asyncio.py``).
+
+Used on both sides of the bridge: the runtime loop (task start, deadlines, "is this loop
+busy?") and an asyncio host loop in another thread (awaiting a oneshot, running an async
+tool for the agent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from agybridge._select import Oneshot
+from agybridge.errors import HostLoopError
+
+__all__ = ["AsyncioHost", "await_oneshot", "bounded", "has_ready_work", "start_task"]
+
+T = TypeVar("T")
+
+
+def has_ready_work(loop: asyncio.AbstractEventLoop) -> bool:
+    """Does *loop* have callbacks ready to run right now?
+
+    Both spinners ask this (a caller about to poll for its answer, and the runtime loop
+    about to poll its queue): holding a loop that has work ready delays that work, so
+    neither spins then. The stock loops keep ready callbacks in ``_ready``; uvloop hides
+    its queue, so there the answer is a deliberate "yes": never spin on a loop whose
+    state cannot be seen, because a wrong "idle" delays other work while a wrong "busy"
+    costs only the spin's saving.
+    """
+    ready = getattr(loop, "_ready", None)
+    return True if ready is None else bool(ready)
+
+
+if sys.version_info >= (3, 12):
+
+    def start_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], ctx: contextvars.Context
+    ) -> asyncio.Task[T]:
+        """Start *coro* as a task in *ctx*; eagerly where the interpreter can.
+
+        Eager start (3.12+): a command that finishes without suspending completes inside
+        this call and is never scheduled, so it pays no trip through the loop's queue.
+        """
+        return asyncio.Task(coro, loop=loop, context=ctx, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+
+elif sys.version_info >= (3, 11):
+
+    def start_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], ctx: contextvars.Context
+    ) -> asyncio.Task[T]:
+        """Start *coro* as a task in *ctx* (scheduled: eager start needs 3.12)."""
+        return loop.create_task(coro, context=ctx)
+
+else:
+
+    def start_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], ctx: contextvars.Context
+    ) -> asyncio.Task[T]:
+        """Start *coro* as a task in *ctx*; 3.10 has no ``context=``, so the task copies *ctx*."""
+        return ctx.run(loop.create_task, coro)
+
+
+async def bounded(awaitable: Awaitable[T], seconds: float, on_expire: Callable[[], BaseException]) -> T:
+    """Await with a deadline; raise ``on_expire()`` when *our* deadline passes.
+
+    A ``TimeoutError`` raised by the awaited code itself (say, a network timeout inside an
+    agent) is not ours and propagates unchanged (3.11+, where the scope can tell).
+    """
+    if sys.version_info >= (3, 11):
+        scope = asyncio.timeout(seconds)
+        try:
+            async with scope:
+                return await awaitable
+        except TimeoutError:
+            if scope.expired():
+                raise on_expire() from None
+            raise
+    try:
+        return await asyncio.wait_for(awaitable, seconds)
+    except asyncio.TimeoutError:
+        raise on_expire() from None
+
+
+def _set_fut_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def await_oneshot(
+    shot: Oneshot,
+    timeout: float | None,
+    on_timeout: Callable[[], BaseException],
+    abort: Callable[[], object],
+    spin: float = 0.0,
+) -> Any:
+    """Wait for *shot* on the running asyncio loop, woken by ``call_soon_threadsafe``.
+
+    See :func:`agybridge._backends.await_oneshot` for the exactly-once rule.
+    """
+    loop = asyncio.get_running_loop()
+    if spin and not shot.done() and not has_ready_work(loop):
+        shot.wait(spin, spin)
+    if not shot.done():
+        fut: asyncio.Future[None] = loop.create_future()
+
+        def wake(_shot: Oneshot) -> None:
+            try:
+                loop.call_soon_threadsafe(_set_fut_done, fut)
+            except RuntimeError:
+                pass  # the caller's loop is closed: nobody is waiting any more
+
+        def expire() -> None:
+            if shot.set_exception(on_timeout()):
+                abort()
+
+        shot.add_done_callback(wake)
+        timer = loop.call_later(timeout, expire) if timeout is not None else None
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if shot.cancel():
+                abort()
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+    return shot.result(0)
+
+
+def _transfer_task(task: asyncio.Task[Any], shot: Oneshot) -> None:
+    if task.cancelled():
+        shot.cancel()
+    elif task.exception() is not None:
+        shot.set_exception(task.exception())  # type: ignore[arg-type]
+    else:
+        shot.set_result(task.result())
+
+
+async def _as_coroutine(fn: Callable[..., Awaitable[Any]], kwargs: Mapping[str, Any]) -> Any:
+    return await fn(**kwargs)
+
+
+@dataclass(frozen=True)
+class AsyncioHost:
+    """Runs async tools as tasks on an asyncio loop owned by the host."""
+
+    loop: asyncio.AbstractEventLoop
+
+    def spawn(self, fn: Callable[..., Awaitable[Any]], kwargs: Mapping[str, Any], shot: Oneshot) -> Callable[[], None]:
+        """Start ``fn(**kwargs)`` on the host loop, completing *shot*; return a canceller."""
+        holder: list[asyncio.Task[Any]] = []
+
+        def start() -> None:
+            if shot.done():
+                return  # cancelled before it could start
+            task = self.loop.create_task(_as_coroutine(fn, kwargs))
+            holder.append(task)
+            task.add_done_callback(lambda t: _transfer_task(t, shot))
+
+        def cancel_on_loop() -> None:
+            if holder:
+                holder[0].cancel()
+
+        try:
+            self.loop.call_soon_threadsafe(start)
+        except RuntimeError:
+            raise HostLoopError("the asyncio loop this agent's async tools were registered from is closed") from None
+
+        def cancel() -> None:
+            try:
+                self.loop.call_soon_threadsafe(cancel_on_loop)
+            except RuntimeError:
+                pass
+
+        return cancel

@@ -1,0 +1,227 @@
+"""The consumer side of the command queue; runs on the runtime loop thread only.
+
+The dispatcher drains the :class:`~agybridge.CommandQueue` in batches and runs every
+command as its own task, so commands never wait behind each other. It keeps the map of
+active commands, aborts the ones their callers gave up on, and accounts every outcome
+exactly once. Which coroutine runs a command is not its business: the handler for each
+command type is given to it.
+
+Every method here runs on the loop thread, except :meth:`Dispatcher.metrics`,
+:meth:`Dispatcher.in_flight` and :meth:`Dispatcher.fail_queued` after the loop is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from agybridge._backends._asyncio import has_ready_work, start_task
+from agybridge._select import CommandQueue
+from agybridge.commands import PyCommand
+from agybridge.errors import ChatTimeoutError, OperationTimeoutError, RuntimeDiedError, RuntimeShutdownError
+
+__all__ = ["Dispatcher", "Handler", "RuntimeMetrics"]
+
+#: Runs one command on the loop and returns its result.
+Handler = Callable[[Any], Coroutine[Any, Any, Any]]
+
+
+@dataclass(frozen=True)
+class RuntimeMetrics:
+    """Counters of one runtime, read with :meth:`PythonRuntime.metrics`.
+
+    ``submitted`` counts commands the runtime accepted; each ends in exactly one of
+    ``completed`` (a result), ``failed`` (an exception), ``timed_out``, ``cancelled`` or
+    ``shut_down`` (failed with ``RuntimeShutdownError``), or is still ``in_flight``
+    (``queued`` of those have not reached the loop yet). ``wakeups`` counts the times a
+    submit had to wake the runtime loop; bursts share one.
+    """
+
+    submitted: int
+    completed: int
+    failed: int
+    timed_out: int
+    cancelled: int
+    shut_down: int
+    in_flight: int
+    wakeups: int
+    queued: int = 0
+
+    @property
+    def finished(self) -> int:
+        """Commands that reached an outcome."""
+        return self.completed + self.failed + self.timed_out + self.cancelled + self.shut_down
+
+
+class Dispatcher:
+    """Runs each drained command as a task and accounts its outcome exactly once.
+
+    *handlers* maps a command type to the coroutine function that executes it. *loop_spin*
+    is how long an idle loop polls the queue before sleeping (``RuntimeConfig.loop_spin``).
+    It serves whichever loop first calls :meth:`on_wake`.
+    """
+
+    def __init__(
+        self, queue: CommandQueue, handlers: Mapping[type[PyCommand], Handler], loop_spin: float = 0.0
+    ) -> None:
+        self._queue = queue
+        self._handlers = dict(handlers)
+        self._loop_spin = loop_spin
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._active: dict[PyCommand, asyncio.Task[Any]] = {}
+        self._n_submitted = 0
+        self._n_completed = 0
+        self._n_failed = 0
+        self._n_timed_out = 0
+        self._n_cancelled = 0
+        self._n_shut_down = 0
+
+    # -- any thread -------------------------------------------------------------------------
+
+    def in_flight(self) -> int:
+        """Commands accepted and not finished: queued plus active."""
+        return len(self._queue) + len(self._active)
+
+    def metrics(self) -> RuntimeMetrics:
+        """A snapshot of the counters."""
+        queued = len(self._queue)
+        return RuntimeMetrics(
+            submitted=self._n_submitted + queued,
+            completed=self._n_completed,
+            failed=self._n_failed,
+            timed_out=self._n_timed_out,
+            cancelled=self._n_cancelled,
+            shut_down=self._n_shut_down,
+            in_flight=queued + len(self._active),
+            wakeups=self._queue.wakeups,
+            queued=queued,
+        )
+
+    # -- loop thread ------------------------------------------------------------------------
+
+    def on_wake(self) -> None:
+        """Drain the queue and start a task per command; reschedule until the queue is empty.
+
+        Scheduled by the queue's wake-up (one per idle->busy transition). Draining again on
+        the next loop iteration, after the new tasks took their first step, picks up pushes
+        that arrived meanwhile without another wake-up.
+        """
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        spin = self._loop_spin
+        if spin and has_ready_work(loop):
+            spin = 0.0  # other callbacks are waiting: do not hold the loop for a push
+        batch = self._queue.drain(spin)
+        if not batch:
+            return  # the queue marked us idle: the next push wakes us again
+        self._n_submitted += len(batch)
+        for cmd in batch:
+            if cmd.oneshot.done():
+                self.account(cmd)  # cancelled or timed out while still queued
+                continue
+            task = start_task(loop, self._execute(cmd), cmd.context)
+            if not task.done():
+                self._active[cmd] = task
+        loop.call_soon(self.on_wake)
+
+    async def _execute(self, cmd: PyCommand) -> None:
+        shot = cmd.oneshot
+        try:
+            handler = self._handlers.get(type(cmd))
+            if handler is None:
+                raise TypeError(f"this runtime has no handler for {cmd.describe()} commands")
+            result = await handler(cmd)
+        except asyncio.CancelledError:
+            # Cancelled by the caller (who already completed the oneshot), by shutdown (which
+            # did too), or by code on the loop: report that as the command's cancellation.
+            shot.cancel()
+        except BaseException as exc:  # noqa: BLE001 - every outcome goes to the caller
+            shot.set_exception(exc)
+        else:
+            if shot.set_result(result):
+                self._n_completed += 1  # the common case, counted without inspecting the oneshot
+                if self._active:
+                    self._active.pop(cmd, None)
+                return
+        self._active.pop(cmd, None)
+        self.account(cmd)
+
+    def abort(self, cmd: PyCommand) -> None:
+        """The caller completed *cmd* (cancel or timeout): cancel its task if it runs."""
+        task = self._active.get(cmd)
+        if task is not None:
+            self._cancel(cmd, task)
+
+    def _cancel(self, cmd: PyCommand, task: asyncio.Task[Any]) -> None:
+        # A task cancelled before its first step never runs its coroutine, so _execute's
+        # clean-up never happens; the done callback reaps such a command instead.
+        task.add_done_callback(lambda _task: self._reap(cmd))
+        task.cancel()
+
+    def _reap(self, cmd: PyCommand) -> None:
+        if self._active.pop(cmd, None) is not None:  # _execute did not get to clean up
+            cmd.oneshot.cancel()
+            self.account(cmd)
+
+    def reap_all(self) -> None:
+        """Account every command whose task never finished (the loop is closing)."""
+        for cmd in list(self._active):
+            self._reap(cmd)
+
+    def account(self, cmd: PyCommand) -> None:
+        """Count the outcome the oneshot holds; called once per command."""
+        shot = cmd.oneshot
+        if shot.cancelled():
+            self._n_cancelled += 1
+            return
+        exc = shot.exception(0)
+        if exc is None:
+            self._n_completed += 1
+        elif isinstance(exc, (OperationTimeoutError, ChatTimeoutError)):
+            self._n_timed_out += 1
+        elif isinstance(exc, RuntimeShutdownError):
+            self._n_shut_down += 1
+        else:
+            self._n_failed += 1
+
+    def fail_queued(self, leftovers: list[PyCommand]) -> None:
+        """Fail commands the closed queue handed back: they never reached the loop."""
+        self._n_submitted += len(leftovers)
+        for cmd in leftovers:
+            if cmd.oneshot.set_exception(
+                RuntimeShutdownError(f"{cmd.describe()} was still queued when the runtime shut down")
+            ):
+                self._n_shut_down += 1
+            else:
+                self.account(cmd)
+
+    def fail_for_death(self, leftovers: list[PyCommand], cause: BaseException | None, reason: str) -> None:
+        """The loop died: fail the queued *leftovers* and every active command.
+
+        Leftovers are counted here; active commands are counted when the closing loop
+        cancels their tasks (or :meth:`reap_all` reaps them).
+        """
+        self._n_submitted += len(leftovers)
+        message = f"the runtime thread died ({reason}); the command was not completed"
+        for cmd in leftovers + list(self._active):
+            error = RuntimeDiedError(message)
+            error.__cause__ = cause
+            cmd.oneshot.set_exception(error)
+        self._n_shut_down += len(leftovers)
+
+    async def stop_all(self, grace: float) -> None:
+        """For shutdown: let active commands finish within *grace*, then fail and cancel the rest."""
+        active = list(self._active.values())
+        if active and grace > 0:
+            await asyncio.wait(active, timeout=grace)
+        for cmd, task in list(self._active.items()):
+            cmd.oneshot.set_exception(
+                RuntimeShutdownError(f"{cmd.describe()} was cancelled by shutdown after a {grace} s grace period")
+            )
+            self._cancel(cmd, task)
+        remaining = list(self._active.values())
+        if remaining:
+            await asyncio.wait(remaining, timeout=1.0)

@@ -1,0 +1,53 @@
+"""The one validator per kind of value a caller hands to agybridge.
+
+Durations and agent ids reach the library through the config, the runtime's methods and
+the callback API. Each kind is checked here, once, so the same bad value gets the same
+typed error naming the parameter wherever it enters.
+"""
+
+from __future__ import annotations
+
+import math
+
+from agybridge.errors import ConfigError
+
+__all__ = ["agent_id", "seconds", "timeout_or_default"]
+
+
+def seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
+    """Return *value* as a finite number of seconds > 0 (>= 0 with *allow_zero*).
+
+    Raises :class:`ConfigError` (a ``ValueError``) naming *name* for a non-number, a bool,
+    NaN, an infinity, a number too large for a float, or a value out of range.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number of seconds, not {type(value).__name__} {value!r}")
+    try:
+        result = float(value)
+    except OverflowError:
+        size = f"an integer of {value.bit_length()} bits" if isinstance(value, int) else repr(value)
+        raise ConfigError(f"{name} must be a finite number of seconds, not {size}") from None
+    if math.isnan(result) or math.isinf(result):
+        raise ConfigError(f"{name} must be a finite number of seconds, not {value!r}")
+    if result < 0 or (result == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name} must be {bound} seconds, not {value!r}")
+    return result
+
+
+def timeout_or_default(value: float | None, default: float, name: str = "timeout") -> float:
+    """A per-call bound: *default* when None, else a validated number of seconds > 0."""
+    return default if value is None else seconds(name, value)
+
+
+def agent_id(value: object, name: str = "agent_id") -> str:
+    """Return *value* if it is a non-empty str; else a ``TypeError``/``ValueError`` naming *name*.
+
+    Checked before any map look-up, so an unhashable id is reported as a wrong type
+    instead of surfacing as ``TypeError: unhashable type`` from deep inside a dict.
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__} {value!r}")
+    if not value:
+        raise ValueError(f"{name} must be a non-empty string")
+    return value

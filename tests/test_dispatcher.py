@@ -1,0 +1,230 @@
+"""The dispatcher on a plain asyncio loop, with no runtime thread: drain, run, abort, account."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from agybridge import (
+    CommandCancelledError,
+    OperationTimeoutError,
+    PyCommand,
+    Run,
+    RuntimeDiedError,
+    RuntimeShutdownError,
+)
+from agybridge._dispatcher import Dispatcher
+
+pytestmark = pytest.mark.timeout(20)
+
+
+async def run_handler(cmd: Run) -> Any:
+    return await cmd.fn(*cmd.args, **cmd.kwargs)
+
+
+def serve(core: ModuleType, body: Callable[[Dispatcher, Any, Callable[..., Run]], Awaitable[None]]) -> None:
+    """Run *body(dispatcher, queue, make_run)* on a fresh loop in this very thread."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        holder: list[Dispatcher] = []
+        queue = core.CommandQueue(lambda: loop.call_soon(holder[0].on_wake))
+        holder.append(Dispatcher(queue, {Run: run_handler}))
+
+        def make_run(fn: Callable[..., Awaitable[Any]], *args: Any) -> Run:
+            return Run(fn, args, oneshot=core.Oneshot())
+
+        await body(holder[0], queue, make_run)
+
+    asyncio.run(main())
+
+
+async def settle(shot: Any) -> None:
+    """Yield to the loop until *shot* is done (bounded by the test timeout)."""
+    while not shot.done():
+        await asyncio.sleep(0)
+
+
+def test_commands_run_concurrently_and_every_outcome_is_counted(core: ModuleType) -> None:
+    async def body(dispatcher: Dispatcher, queue: Any, make_run: Callable[..., Run]) -> None:
+        both_started = asyncio.Event()
+        started = 0
+
+        async def wait_for_partner(value: int) -> int:
+            nonlocal started
+            started += 1
+            if started == 2:
+                both_started.set()
+            await both_started.wait()  # deadlocks unless the two commands run at once
+            return value
+
+        async def fail() -> None:
+            raise LookupError("boom")
+
+        commands = [make_run(wait_for_partner, 1), make_run(wait_for_partner, 2), make_run(fail)]
+        for cmd in commands:
+            queue.push(cmd)
+        for cmd in commands:
+            await settle(cmd.oneshot)
+        assert [commands[0].oneshot.result(0), commands[1].oneshot.result(0)] == [1, 2]
+        assert isinstance(commands[2].oneshot.exception(0), LookupError)
+        metrics = dispatcher.metrics()
+        assert (metrics.submitted, metrics.completed, metrics.failed, metrics.in_flight) == (3, 2, 1, 0)
+        assert metrics.wakeups == 1, "three pushes into an idle queue cost one wake-up"
+
+    serve(core, body)
+
+
+def test_a_command_type_without_handler_fails_with_a_clear_error(core: ModuleType) -> None:
+    class Custom(PyCommand):
+        __slots__ = ()
+
+    async def body(dispatcher: Dispatcher, queue: Any, make_run: Callable[..., Run]) -> None:
+        cmd = Custom(oneshot=core.Oneshot())
+        queue.push(cmd)
+        await settle(cmd.oneshot)
+        error = cmd.oneshot.exception(0)
+        assert isinstance(error, TypeError) and "no handler for Custom()" in str(error)
+        assert dispatcher.metrics().failed == 1
+
+    serve(core, body)
+
+
+def test_abort_cancels_the_running_task_and_counts_it_once(core: ModuleType) -> None:
+    async def body(dispatcher: Dispatcher, queue: Any, make_run: Callable[..., Run]) -> None:
+        running = asyncio.Event()
+        cancelled = asyncio.Event()
+
+        async def long() -> None:
+            running.set()
+            try:
+                await asyncio.sleep(30)
+            finally:
+                cancelled.set()
+
+        cmd = make_run(long)
+        queue.push(cmd)
+        await asyncio.wait_for(running.wait(), 5)
+        assert cmd.oneshot.cancel()  # the caller gives up first, then asks for the abort
+        dispatcher.abort(cmd)
+        await asyncio.wait_for(cancelled.wait(), 5)
+        while dispatcher.in_flight():
+            await asyncio.sleep(0)
+        metrics = dispatcher.metrics()
+        assert (metrics.cancelled, metrics.finished, metrics.submitted) == (1, 1, 1)
+
+    serve(core, body)
+
+
+def test_abort_before_the_task_first_runs_is_accounted(core: ModuleType) -> None:
+    """An abort landing between task creation and its first step still ends the command.
+
+    Found by the long stress run: a task cancelled before its first step never runs its
+    coroutine, so the command was neither cleaned up nor counted.
+    """
+
+    async def body(dispatcher: Dispatcher, queue: Any, make_run: Callable[..., Run]) -> None:
+        cmd = make_run(asyncio.sleep, 30)
+        queue.push(cmd)
+        dispatcher.on_wake()  # the dispatcher creates the task (started eagerly only on 3.12+)
+        assert cmd.oneshot.cancel()  # the caller gives up...
+        dispatcher.abort(cmd)  # ...and its abort lands before the task's first step
+        for _ in range(5):
+            await asyncio.sleep(0)
+        metrics = dispatcher.metrics()
+        assert metrics.in_flight == 0, metrics
+        assert metrics.submitted == metrics.finished == metrics.cancelled == 1, metrics
+
+    serve(core, body)
+
+
+def test_a_command_completed_while_queued_is_counted_and_never_run(core: ModuleType) -> None:
+    async def body(dispatcher: Dispatcher, queue: Any, make_run: Callable[..., Run]) -> None:
+        ran: list[str] = []
+
+        async def record() -> None:
+            ran.append("ran")
+
+        cmd = make_run(record)
+        queue.push(cmd)
+        assert cmd.oneshot.set_exception(OperationTimeoutError("timed out in the queue"))
+        while dispatcher.metrics().queued:
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert ran == []
+        assert dispatcher.metrics().timed_out == 1
+
+    serve(core, body)
+
+
+def test_stop_all_lets_work_finish_within_grace_then_fails_the_rest(core: ModuleType) -> None:
+    async def body(dispatcher: Dispatcher, queue: Any, make_run: Callable[..., Run]) -> None:
+        async def quick() -> str:
+            await asyncio.sleep(0.01)
+            return "done"
+
+        quick_cmd, slow_cmd = make_run(quick), make_run(asyncio.sleep, 30)
+        queue.push(quick_cmd)
+        queue.push(slow_cmd)
+        while dispatcher.metrics().queued:
+            await asyncio.sleep(0)
+        await dispatcher.stop_all(grace=0.2)
+        assert quick_cmd.oneshot.result(0) == "done"
+        error = slow_cmd.oneshot.exception(0)
+        assert isinstance(error, RuntimeShutdownError) and "0.2 s grace" in str(error)
+        metrics = dispatcher.metrics()
+        assert (metrics.completed, metrics.shut_down, metrics.in_flight) == (1, 1, 0)
+
+    serve(core, body)
+
+
+def test_leftovers_fail_with_shutdown_and_death_fails_everything(core: ModuleType) -> None:
+    async def body(dispatcher: Dispatcher, queue: Any, make_run: Callable[..., Run]) -> None:
+        running = asyncio.Event()
+
+        async def long() -> None:
+            running.set()
+            await asyncio.sleep(30)
+
+        active = make_run(long)
+        queue.push(active)
+        await asyncio.wait_for(running.wait(), 5)
+        queued_then_closed = [make_run(asyncio.sleep, 0), make_run(asyncio.sleep, 0)]
+        for cmd in queued_then_closed:
+            queue.push(cmd)
+        leftovers = queue.close()
+        assert leftovers == queued_then_closed
+        cause = RuntimeError("loop exploded")
+        dispatcher.fail_for_death(leftovers, cause, "RuntimeError('loop exploded')")
+        for cmd in [active, *queued_then_closed]:
+            error = cmd.oneshot.exception(0)
+            assert isinstance(error, RuntimeDiedError) and error.__cause__ is cause
+            assert "loop exploded" in str(error)
+        dispatcher.reap_all()  # the closing loop reaps the active one
+        late = make_run(asyncio.sleep, 0)
+        dispatcher.fail_queued([late])
+        assert isinstance(late.oneshot.exception(0), RuntimeShutdownError)
+        metrics = dispatcher.metrics()
+        assert metrics.submitted == metrics.finished == 4, metrics
+        assert metrics.in_flight == 0
+
+    serve(core, body)
+
+
+def test_a_cancelled_oneshot_reads_as_cancelled(core: ModuleType) -> None:
+    async def body(dispatcher: Dispatcher, queue: Any, make_run: Callable[..., Run]) -> None:
+        async def cancel_myself() -> None:
+            raise asyncio.CancelledError
+
+        cmd = make_run(cancel_myself)
+        queue.push(cmd)
+        await settle(cmd.oneshot)
+        with pytest.raises(CommandCancelledError):
+            cmd.oneshot.result(0)
+        assert dispatcher.metrics().cancelled == 1
+
+    serve(core, body)
