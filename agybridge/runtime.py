@@ -81,6 +81,8 @@ class PythonRuntime:
         self._dispatcher = Dispatcher(
             self._queue, {Run: _run_coroutine, **self._agents.handlers()}, self.config.loop_spin
         )
+        # Bound once: the wake-up path runs on every idle->busy transition of the queue.
+        self._on_wake = self._dispatcher.on_wake
         self._thread = LoopThread(
             name=self.config.thread_name,
             use_uvloop=self.config.use_uvloop,
@@ -214,7 +216,8 @@ class PythonRuntime:
 
     # -- submitting and waiting (caller side, any thread) ------------------------------------
 
-    def _submit(self, cmd: PyCommand) -> None:
+    def _submit(self, cmd: PyCommand) -> int:
+        """Queue *cmd*; return how many commands were in flight before it."""
         if not isinstance(cmd, PyCommand) or isinstance(cmd, Shutdown):
             raise TypeError(f"expected {_COMMANDS}, not {cmd!r}")
         if not self._thread.is_running:
@@ -229,12 +232,13 @@ class PythonRuntime:
             self._queue.push(cmd)
         except QueueClosedError:
             raise self._thread.closed_error() from None
+        return in_flight
 
     def _wake(self) -> None:
         # Called by CommandQueue.push on a producer thread, once per idle->busy transition.
         # If the loop is closed, the queue was closed before it, so the pushed command was
         # either refused or handed back by close() and failed there: nothing is lost.
-        self._thread.call_soon_threadsafe(self._dispatcher.on_wake)
+        self._thread.call_soon_threadsafe(self._on_wake)
 
     def _timeout_error(self, cmd: PyCommand, limit: float) -> OperationTimeoutError:
         agent = f" for agent {cmd.agent_id!r}" if cmd.agent_id else ""
@@ -270,8 +274,7 @@ class PythonRuntime:
         try:
             # The submit is inside the guard too: Ctrl-C can land after the push but before
             # the wait, and the command must not keep running then.
-            self._submit(cmd)
-            spin = caller_spin_budget(self._caller_spin, self._dispatcher.in_flight())
+            spin = caller_spin_budget(self._caller_spin, self._submit(cmd) + 1)
             if not shot.wait(limit, spin) and shot.set_exception(self._timeout_error(cmd, limit)):
                 self._request_abort(cmd)
         except Exception as exc:
@@ -299,13 +302,12 @@ class PythonRuntime:
             cmd.oneshot.set_result(None)
             return None
         try:
-            self._submit(cmd)
+            ahead = self._submit(cmd)
         except Exception as exc:
             if isinstance(cmd, PyCommand):
                 cmd.oneshot.set_exception(exc)  # a refused command is completed too
             raise
-        on_loop = self._thread.is_current()
-        spin = 0.0 if on_loop else caller_spin_budget(self._caller_spin, self._dispatcher.in_flight())
+        spin = 0.0 if self._thread.is_current() else caller_spin_budget(self._caller_spin, ahead + 1)
         return await await_oneshot(
             cmd.oneshot, limit, lambda: self._timeout_error(cmd, limit), lambda: self._request_abort(cmd), spin
         )
