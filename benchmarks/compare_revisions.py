@@ -42,26 +42,14 @@ def sync_block(rt, n, gap):
         out.append(time.perf_counter() - t0)
     return out
 
-def asyncio_block(rt, n):
-    async def main():
-        out = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            await rt.arun(noop)
-            out.append(time.perf_counter() - t0)
-        return out
-    return asyncio.run(main())
-
-def trio_block(rt, n):
-    import trio
-    async def main():
-        out = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            await rt.arun(noop)
-            out.append(time.perf_counter() - t0)
-        return out
-    return trio.run(main)
+async def async_block(rt, n):
+    # The same coroutine serves both async libraries.
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await rt.arun(noop)
+        out.append(time.perf_counter() - t0)
+    return out
 
 rt = PythonRuntime(RuntimeConfig(inter_agent_delay=0)).start()
 print(json.dumps({"ready": agybridge.IMPLEMENTATION}), flush=True)
@@ -73,9 +61,10 @@ for line in sys.stdin:
     elif scenario == "sync-1ms":
         samples = sync_block(rt, n, 0.001)
     elif scenario == "asyncio":
-        samples = asyncio_block(rt, n)
+        samples = asyncio.run(async_block(rt, n))
     else:
-        samples = trio_block(rt, n)
+        import trio
+        samples = trio.run(async_block, rt, n)
     print(json.dumps(samples), flush=True)
 rt.shutdown()
 """

@@ -43,6 +43,20 @@ def serve(core: ModuleType, body: Callable[[Dispatcher, Any, Callable[..., Run]]
     asyncio.run(main())
 
 
+async def start_long_command(queue: Any, make_run: Callable[..., Run]) -> Run:
+    """Push a command that runs for 30 s and return it once its body is running."""
+    running = asyncio.Event()
+
+    async def long() -> None:
+        running.set()
+        await asyncio.sleep(30)
+
+    cmd = make_run(long)
+    queue.push(cmd)
+    await asyncio.wait_for(running.wait(), 5)
+    return cmd
+
+
 async def settle(shot: Any) -> None:
     """Yield to the loop until *shot* is done (bounded by the test timeout)."""
     while not shot.done():
@@ -96,23 +110,10 @@ def test_a_command_type_without_handler_fails_with_a_clear_error(core: ModuleTyp
 
 def test_abort_cancels_the_running_task_and_counts_it_once(core: ModuleType) -> None:
     async def body(dispatcher: Dispatcher, queue: Any, make_run: Callable[..., Run]) -> None:
-        running = asyncio.Event()
-        cancelled = asyncio.Event()
-
-        async def long() -> None:
-            running.set()
-            try:
-                await asyncio.sleep(30)
-            finally:
-                cancelled.set()
-
-        cmd = make_run(long)
-        queue.push(cmd)
-        await asyncio.wait_for(running.wait(), 5)
+        cmd = await start_long_command(queue, make_run)
         assert cmd.oneshot.cancel()  # the caller gives up first, then asks for the abort
         dispatcher.abort(cmd)
-        await asyncio.wait_for(cancelled.wait(), 5)
-        while dispatcher.in_flight():
+        while dispatcher.in_flight():  # only a reaped (cancelled and accounted) task leaves
             await asyncio.sleep(0)
         metrics = dispatcher.metrics()
         assert (metrics.cancelled, metrics.finished, metrics.submitted) == (1, 1, 1)
@@ -184,15 +185,7 @@ def test_stop_all_lets_work_finish_within_grace_then_fails_the_rest(core: Module
 
 def test_leftovers_fail_with_shutdown_and_death_fails_everything(core: ModuleType) -> None:
     async def body(dispatcher: Dispatcher, queue: Any, make_run: Callable[..., Run]) -> None:
-        running = asyncio.Event()
-
-        async def long() -> None:
-            running.set()
-            await asyncio.sleep(30)
-
-        active = make_run(long)
-        queue.push(active)
-        await asyncio.wait_for(running.wait(), 5)
+        active = await start_long_command(queue, make_run)
         queued_then_closed = [make_run(asyncio.sleep, 0), make_run(asyncio.sleep, 0)]
         for cmd in queued_then_closed:
             queue.push(cmd)

@@ -16,24 +16,15 @@ caller still propagates its own ``CancelledError`` (swallowing a task's cancella
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from agybridge._backends import _asyncio, _trio
+from agybridge._backends._common import Abort, HostLoop, OnTimeout
 from agybridge._select import Oneshot
 
 __all__ = ["AsyncLibrary", "HostLoop", "await_oneshot", "current_async_library", "current_host"]
 
 AsyncLibrary = Literal["asyncio", "trio"]
-
-
-class HostLoop(Protocol):
-    """An event loop on the host side that can run an async tool and report back."""
-
-    def spawn(self, fn: Callable[..., Awaitable[Any]], kwargs: Mapping[str, Any], shot: Oneshot) -> Callable[[], None]:
-        """Start ``fn(**kwargs)`` on the host loop, complete *shot* with its outcome, and
-        return a function that cancels it (callable from any thread)."""
-        ...
 
 
 def current_async_library() -> AsyncLibrary:
@@ -63,11 +54,7 @@ def current_host() -> HostLoop | None:
 
 
 async def await_oneshot(
-    shot: Oneshot,
-    timeout: float | None,
-    on_timeout: Callable[[], BaseException],
-    abort: Callable[[], object],
-    spin: float = 0.0,
+    shot: Oneshot, timeout: float | None, on_timeout: OnTimeout, abort: Abort, spin: float = 0.0
 ) -> Any:
     """Wait for *shot* under asyncio or trio and return its result (or raise its error).
 
@@ -80,6 +67,5 @@ async def await_oneshot(
     sleep in its selector and pay an OS wake-up for the answer; polling delays nothing
     because nothing else was runnable.
     """
-    if current_async_library() == "trio":
-        return await _trio.await_oneshot(shot, timeout, on_timeout, abort, spin)
-    return await _asyncio.await_oneshot(shot, timeout, on_timeout, abort, spin)
+    library = _trio if current_async_library() == "trio" else _asyncio
+    return await library.await_oneshot(shot, timeout, on_timeout, abort, spin)

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from agybridge._backends._common import Abort, OnTimeout
 from agybridge._select import Oneshot
 from agybridge.errors import HostLoopError
 
@@ -92,16 +93,9 @@ def _set_fut_done(fut: asyncio.Future[None]) -> None:
 
 
 async def await_oneshot(
-    shot: Oneshot,
-    timeout: float | None,
-    on_timeout: Callable[[], BaseException],
-    abort: Callable[[], object],
-    spin: float = 0.0,
+    shot: Oneshot, timeout: float | None, on_timeout: OnTimeout, abort: Abort, spin: float = 0.0
 ) -> Any:
-    """Wait for *shot* on the running asyncio loop, woken by ``call_soon_threadsafe``.
-
-    See :func:`agybridge._backends.await_oneshot` for the exactly-once rule.
-    """
+    """Wait for *shot* on the running asyncio loop (see :func:`agybridge._backends.await_oneshot`)."""
     loop = asyncio.get_running_loop()
     if spin and not shot.done() and not has_ready_work(loop):
         shot.wait(spin, spin)

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from agybridge._backends._common import Abort, OnTimeout
 from agybridge._select import Oneshot
 from agybridge.errors import HostLoopError
 
@@ -30,15 +31,12 @@ def _is_idle() -> bool:
 
 
 async def await_oneshot(
-    shot: Oneshot,
-    timeout: float | None,
-    on_timeout: Callable[[], BaseException],
-    abort: Callable[[], object],
-    spin: float = 0.0,
+    shot: Oneshot, timeout: float | None, on_timeout: OnTimeout, abort: Abort, spin: float = 0.0
 ) -> Any:
     """Wait for *shot* in the current trio task, woken by ``TrioToken.run_sync_soon``.
 
-    See :func:`agybridge._backends.await_oneshot` for the exactly-once rule.
+    See :func:`agybridge._backends.await_oneshot` for the exactly-once rule; the trio
+    specifics are in the comments below.
     """
     import trio
 
