@@ -20,8 +20,10 @@ GIL for correctness; each kind of shared state is covered as follows:
   counters) are written with a release store (while holding the mutex) and read with an
   acquire load (``agy_store_*``/``agy_load_*``), so a lock-free reader sees either the old
   or the new value and, after seeing a completion, everything written before it.
-* Oneshot's ``_value`` is read without the mutex only after an acquire load saw the state
-  leave pending; it is never written again after that, and the oneshot owns a reference.
+* Oneshot's ``_value`` and ``_tb`` are read without the mutex only after an acquire load saw
+  the state leave pending; they are never written again after that, and the oneshot owns a
+  reference to each. Fields set once in the constructor (a channel's capacity, a queue's
+  wake callable) are never written again.
 * AgentRegistry's lock-free reads (``get``, ``find``, ``in``, ``len``) are single calls on a
   dict that is never replaced; the dict's own per-object lock makes each of them atomic on
   the free-threaded build, as the GIL does on the default one.
