@@ -1,16 +1,33 @@
 # cython: language_level=3, freethreading_compatible=True
 # cython: boundscheck=False, wraparound=False
 # cython: embedsignature=True, embedsignature.format=clinic
-"""Compiled hot path of agybridge: Oneshot, CommandQueue, AgentRegistry.
+"""Compiled hot path of agybridge: Oneshot, CommandQueue, AgentRegistry, Channel.
 
 Same names, same signatures, same docstrings and same behaviour as the pure-Python twin
 ``agybridge._core_py``; the two files are laid out section by section in the same order so
 that one can be checked against the other.
 
-``freethreading_compatible`` is declared because every piece of shared mutable state below
-is guarded by a ``cython.pymutex`` (a real ``PyMutex`` on 3.13+, a PyThread lock before),
-blocking waits release the GIL (``with nogil:``), and nothing relies on the GIL for
-atomicity beyond single dict operations, which CPython makes atomic in both builds.
+Free threading. ``freethreading_compatible`` is declared because nothing below relies on the
+GIL for correctness; each kind of shared state is covered as follows:
+
+* Object fields that change after construction (Oneshot's value, traceback and callbacks,
+  CommandQueue's and Channel's item lists, flags and callbacks, AgentRegistry's writes) are
+  read and written only while holding the object's ``cython.pymutex`` (a real ``PyMutex``
+  on 3.13+, a PyThread lock before). Lock-free readers never load such an object field, as
+  a concurrent replacement could free the object between the load and its incref.
+* The C counters and flags that are read without the mutex (Oneshot's state,
+  CommandQueue's and Channel's item counts, closed/finished/cancelled flags, wake-up
+  counters) are written with a release store (while holding the mutex) and read with an
+  acquire load (``agy_store_*``/``agy_load_*``), so a lock-free reader sees either the old
+  or the new value and, after seeing a completion, everything written before it.
+* Oneshot's ``_value`` and ``_tb`` are read without the mutex only after an acquire load saw
+  the state leave pending; they are never written again after that, and the oneshot owns a
+  reference to each. Fields set once in the constructor (a channel's capacity, a queue's
+  wake callable) are never written again.
+* AgentRegistry's lock-free reads (``get``, ``find``, ``in``, ``len``) are single calls on a
+  dict that is never replaced; the dict's own per-object lock makes each of them atomic on
+  the free-threaded build, as the GIL does on the default one.
+* The spin-control counters are C atomics; blocking waits release the GIL (``with nogil:``).
 """
 
 cimport cython
@@ -53,13 +70,12 @@ cdef extern from "pythread.h":
 # than the cores) so spinning callers can never starve the thread they are waiting for.
 # A spinner yields its core every 64 polls (sched_yield): a wake-up through a socket or pipe
 # tends to put the woken thread on the waker's core, expecting the waker to sleep, and a
-# spinner that never yields keeps the very thread it waits for off that core (measured on
-# 2 cores, 5 ms between round trips: 155 us spinning without yields, 118 us not spinning,
-# 96 us spinning with yields).
+# spinner that never yields keeps the very thread it waits for off that core, so spinning
+# without yields was measured slower than not spinning at all.
 # Only a lone waiter spins: while another thread is inside a wait too (parked, or woken and
 # taking the GIL back) answers are queued behind each other and a spinner only takes a core
-# from the threads doing the work (measured on 2 cores: 2 to 8 callers lost 15-25% of
-# their throughput to spinning before this rule).
+# from the threads doing the work, which cost several concurrent callers a measurable share
+# of their throughput before this rule.
 cdef extern from *:
     """
     #include <time.h>
@@ -123,7 +139,10 @@ def set_max_spinners(int n):
 
 agy_set_max_spinners(max(0, (os.cpu_count() or 1) - 1))
 
-__all__ = ["AgentRegistry", "CommandQueue", "Oneshot", "set_max_spinners"]
+__all__ = ["IMPLEMENTATION", "AgentRegistry", "Channel", "CommandQueue", "Oneshot", "set_max_spinners"]
+
+# Which core this is; agybridge._select reports what it actually loaded from here.
+IMPLEMENTATION = "cython"
 
 # --------------------------------------------------------------------------------------
 # Shared helpers
@@ -180,6 +199,7 @@ cdef class Oneshot:
     cdef PyThread_type_lock _waitlock
     cdef int _state
     cdef object _value
+    cdef object _tb  # the exception's traceback as set: every raise restarts from it
     cdef list _callbacks
     cdef object __weakref__
 
@@ -190,6 +210,7 @@ cdef class Oneshot:
         PyThread_acquire_lock_timed(self._waitlock, 0, 0)
         self._state = _PENDING
         self._value = None
+        self._tb = None
         self._callbacks = None
 
     def __dealloc__(self):
@@ -202,16 +223,17 @@ cdef class Oneshot:
 
     def __repr__(self):
         names = {_PENDING: "pending", _RESULT: "result", _EXCEPTION: "exception", _CANCELLED: "cancelled"}
-        return f"<Oneshot {names[self._state]}>"
+        return f"<Oneshot {names[agy_load_int(&self._state)]}>"
 
     # -- completion ---------------------------------------------------------------------
 
-    cdef bint _complete(self, int state, object value) except -1:
+    cdef bint _complete(self, int state, object value, object tb=None) except -1:
         cdef list callbacks = None
         with self._mutex:
             if self._state != _PENDING:
                 return False
             self._value = value
+            self._tb = tb
             agy_store_int(&self._state, state)  # release: a spinning waiter then sees _value
             callbacks = self._callbacks
             self._callbacks = None
@@ -229,13 +251,16 @@ cdef class Oneshot:
         """Complete with an exception (an instance, or a class to instantiate).
 
         The exception object is kept as is, so its type, message and ``__traceback__``
-        reach the waiter intact. True if this call completed the oneshot, else False.
+        reach the waiter intact. The traceback is recorded now and restored before every
+        ``result()`` raise and ``exception()`` return, so repeated raises keep the frames
+        where the error happened and never pile up frames of their own.
+        True if this call completed the oneshot, else False.
         """
         if isinstance(exc, type) and issubclass(exc, BaseException):
             exc = exc()
         if not isinstance(exc, BaseException):
             raise TypeError(f"set_exception() needs an exception, not {type(exc).__name__}")
-        return self._complete(_EXCEPTION, exc)
+        return self._complete(_EXCEPTION, exc, (<BaseException>exc).__traceback__)
 
     def cancel(self):
         """Complete as cancelled. True if this call completed the oneshot, else False."""
@@ -245,11 +270,11 @@ cdef class Oneshot:
 
     def done(self):
         """True once any completion has happened."""
-        return self._state != _PENDING
+        return agy_load_int(&self._state) != _PENDING
 
     def cancelled(self):
         """True if the oneshot was completed by ``cancel()``."""
-        return self._state == _CANCELLED
+        return agy_load_int(&self._state) == _CANCELLED
 
     # -- waiting ------------------------------------------------------------------------
 
@@ -272,7 +297,7 @@ cdef class Oneshot:
             agy_yield()
 
     cdef bint _wait(self, double limit, double spin=0.0) except -1:
-        if self._state != _PENDING:
+        if agy_load_int(&self._state) != _PENDING:
             return True
         agy_enter_wait()  # counted until the GIL is back, so a lone waiter can be told apart
         try:
@@ -307,7 +332,7 @@ cdef class Oneshot:
             if limit >= 0:
                 limit = deadline - _monotonic()
                 if limit <= 0:
-                    return self._state != _PENDING
+                    return agy_load_int(&self._state) != _PENDING
         # Pass the wake-up on to the next waiter: the lock stays released once done.
         PyThread_release_lock(self._waitlock)
         return True
@@ -324,11 +349,11 @@ cdef class Oneshot:
         return self._wait(_check_timeout(timeout), spin)
 
     cdef object _outcome(self):
-        cdef int state = self._state
+        cdef int state = agy_load_int(&self._state)
         if state == _RESULT:
             return self._value
         if state == _EXCEPTION:
-            raise self._value
+            raise self._value.with_traceback(self._tb)
         raise CommandCancelledError("the oneshot was cancelled")
 
     def result(self, timeout=None):
@@ -337,17 +362,17 @@ cdef class Oneshot:
         Raises the stored exception, ``CommandCancelledError`` if cancelled, or
         ``WaitTimeoutError`` (a ``TimeoutError``) if still pending at the deadline.
         """
-        if self._state == _PENDING and not self._wait(_check_timeout(timeout)):
+        if agy_load_int(&self._state) == _PENDING and not self._wait(_check_timeout(timeout)):
             raise WaitTimeoutError(f"oneshot not completed within {timeout} s")
         return self._outcome()
 
     def exception(self, timeout=None):
         """Like ``result()`` but return the stored exception (None after a result)."""
-        if self._state == _PENDING and not self._wait(_check_timeout(timeout)):
+        if agy_load_int(&self._state) == _PENDING and not self._wait(_check_timeout(timeout)):
             raise WaitTimeoutError(f"oneshot not completed within {timeout} s")
-        cdef int state = self._state
+        cdef int state = agy_load_int(&self._state)
         if state == _EXCEPTION:
-            return self._value
+            return self._value.with_traceback(self._tb)
         if state == _CANCELLED:
             raise CommandCancelledError("the oneshot was cancelled")
         return None
@@ -406,8 +431,8 @@ cdef class CommandQueue:
     cdef list _items
     cdef Py_ssize_t _count  # len(_items), readable by a spinning consumer without the GIL
     cdef bint _armed
-    cdef bint _closed
-    cdef Py_ssize_t _wakeups
+    cdef int _closed  # read without the mutex: atomic load/store
+    cdef Py_ssize_t _wakeups  # read without the mutex: atomic load/store
     cdef object __weakref__
 
     def __init__(self, wake):
@@ -417,11 +442,11 @@ cdef class CommandQueue:
         self._items = []
         self._count = 0
         self._armed = False
-        self._closed = False
+        self._closed = 0
         self._wakeups = 0
 
     def __repr__(self):
-        return f"<CommandQueue pending={len(self._items)} closed={self._closed}>"
+        return f"<CommandQueue pending={agy_load_ssize(&self._count)} closed={bool(agy_load_int(&self._closed))}>"
 
     def push(self, item):
         """Append *item*; wake the consumer if it is idle. Raises ``QueueClosedError`` after ``close()``.
@@ -437,7 +462,7 @@ cdef class CommandQueue:
             if self._armed:
                 return
             self._armed = True
-            self._wakeups += 1
+            agy_store_ssize(&self._wakeups, self._wakeups + 1)
         try:
             self._wake()
         except BaseException:
@@ -494,7 +519,7 @@ cdef class CommandQueue:
         """Refuse all later pushes and return the items still queued, so they can be failed."""
         cdef list items = None
         with self._mutex:
-            self._closed = True
+            agy_store_int(&self._closed, 1)
             items = self._items
             self._items = []
             agy_store_ssize(&self._count, 0)
@@ -504,15 +529,15 @@ cdef class CommandQueue:
     @property
     def closed(self):
         """True after ``close()``."""
-        return self._closed
+        return bool(agy_load_int(&self._closed))
 
     @property
     def wakeups(self):
         """How many times ``wake()`` has been called (to show coalescing)."""
-        return self._wakeups
+        return agy_load_ssize(&self._wakeups)
 
     def __len__(self):
-        return len(self._items)
+        return agy_load_ssize(&self._count)
 
 
 # --------------------------------------------------------------------------------------
@@ -587,3 +612,404 @@ cdef class AgentRegistry:
 
     def __len__(self):
         return len(self._map)
+
+
+# --------------------------------------------------------------------------------------
+# Channel
+# --------------------------------------------------------------------------------------
+
+
+@cython.final
+cdef class Channel:
+    """A bounded single-producer, single-consumer buffer carrying one stream's items.
+
+    The producer is the runtime's loop thread; the one consumer is a plain thread, another
+    asyncio loop or trio. The bound is the back-pressure: the producer checks ``full()``
+    before it computes the next item, so it never runs more than ``capacity`` items ahead.
+
+    Producer: ``put`` returns False without appending when the buffer is full or the
+    consumer has cancelled, and ``cancelled`` tells the two apart (a cancelled consumer is
+    gone for good, a full buffer drains). When full, it calls ``notify_writable(fn)`` and
+    resumes when *fn* runs, or at once if that returned False. ``finish`` ends the stream.
+
+    Consumer: ``take`` never raises and never blocks; the loop is::
+
+        while True:
+            batch = channel.take()
+            if batch:
+                handle(batch)
+            elif channel.ended:
+                error = channel.end_exception()  # raise it if not None, else stop
+            else:
+                channel.wait()  # or: notify_readable(fn) and await fn (False: loop now)
+
+    ``ended`` turns True only once everything buffered before the end was taken, so
+    checking it after an empty batch can neither skip items nor miss the error.
+
+    Wake-ups are coalesced both ways, as in ``CommandQueue``: the consumer is woken only
+    when the buffer goes from empty to non-empty or the stream ends, the producer only when
+    it goes from full to not full or the consumer cancels, so a burst of puts costs one
+    wake-up; ``reader_wakeups`` and ``writer_wakeups`` count them. One mutex guards the
+    buffer, the flags and the callbacks; callbacks run after it is released.
+    """
+
+    cdef cython.pymutex _mutex
+    cdef PyThread_type_lock _waitlock  # held except while a wake-up of a parked consumer is pending
+    cdef Py_ssize_t _capacity
+    cdef list _items
+    cdef Py_ssize_t _count  # len(_items), readable by a spinning consumer without the GIL
+    cdef int _finished
+    cdef int _cancelled
+    cdef bint _parked
+    cdef object _exc
+    cdef object _tb
+    cdef object _on_readable
+    cdef object _on_writable
+    cdef Py_ssize_t _reader_wakeups
+    cdef Py_ssize_t _writer_wakeups
+    cdef object __weakref__
+
+    def __cinit__(self, *args, **kwargs):
+        self._waitlock = PyThread_allocate_lock()
+        if self._waitlock == NULL:
+            raise MemoryError("cannot allocate the channel's wait lock")
+        PyThread_acquire_lock_timed(self._waitlock, 0, 0)
+
+    def __init__(self, capacity):
+        if isinstance(capacity, bool) or not isinstance(capacity, int):
+            raise TypeError(f"capacity must be an int, not {type(capacity).__name__}")
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, not {capacity}")
+        self._capacity = capacity
+        self._items = []
+        self._count = 0
+        self._finished = 0
+        self._cancelled = 0
+        self._parked = False
+        self._exc = None
+        self._tb = None
+        self._on_readable = None
+        self._on_writable = None
+        self._reader_wakeups = 0
+        self._writer_wakeups = 0
+
+    def __dealloc__(self):
+        if self._waitlock != NULL:
+            # Held or not, leave it released: a lock must be released before it is freed.
+            PyThread_acquire_lock_timed(self._waitlock, 0, 0)
+            PyThread_release_lock(self._waitlock)
+            PyThread_free_lock(self._waitlock)
+            self._waitlock = NULL
+
+    def __repr__(self):
+        cdef str state = "open"
+        if agy_load_int(&self._cancelled):
+            state = "cancelled"
+        elif agy_load_int(&self._finished):
+            state = "finished"
+        return f"<Channel {agy_load_ssize(&self._count)}/{self._capacity} {state}>"
+
+    # -- producer -----------------------------------------------------------------------
+
+    cdef object _wake_reader_locked(self):
+        # With the mutex held, on a transition to readable: release a parked consumer and
+        # hand back the readable callback (if any) for the caller to run after unlocking.
+        cdef object callback = self._on_readable
+        if self._parked:
+            self._parked = False
+            agy_store_ssize(&self._reader_wakeups, self._reader_wakeups + 1)
+            PyThread_release_lock(self._waitlock)
+        if callback is not None:
+            self._on_readable = None
+            agy_store_ssize(&self._reader_wakeups, self._reader_wakeups + 1)
+        return callback
+
+    def put(self, item):
+        """Append *item*; True if appended, False if the buffer is full or the consumer cancelled.
+
+        After False, ``cancelled`` says whether to stop (the consumer is gone) or to wait for
+        room with ``notify_writable``. Only the transition from empty to non-empty wakes the
+        consumer. Raises ``QueueClosedError`` after ``finish()``: the producer has ended
+        the stream itself, so a later put is a bug, not a race.
+        """
+        cdef object callback = None
+        with self._mutex:
+            if self._finished:
+                raise QueueClosedError("put() after finish(): the stream has already ended")
+            if self._cancelled or self._count >= self._capacity:
+                return False
+            self._items.append(item)
+            agy_store_ssize(&self._count, self._count + 1)
+            if self._count == 1:
+                callback = self._wake_reader_locked()
+        if callback is not None:
+            self._run_callback(callback)
+        return True
+
+    def full(self):
+        """True when ``capacity`` items are buffered: check before producing the next one."""
+        return agy_load_ssize(&self._count) >= self._capacity
+
+    def finish(self, exc=None):
+        """End the stream, with *exc* as its error if given; items already buffered come first.
+
+        The traceback *exc* carries now is recorded and restored by ``end_exception()``, so
+        the consumer sees where the error happened however often it is raised. True if this
+        call ended the stream; False if it had already been finished or cancelled.
+        """
+        cdef object callback = None
+        if exc is not None and not isinstance(exc, BaseException):
+            raise TypeError(f"finish() needs an exception or None, not {type(exc).__name__}")
+        with self._mutex:
+            if self._finished or self._cancelled:
+                return False
+            self._exc = exc
+            self._tb = None if exc is None else (<BaseException>exc).__traceback__
+            agy_store_int(&self._finished, 1)
+            callback = self._wake_reader_locked()
+        if callback is not None:
+            self._run_callback(callback)
+        return True
+
+    def notify_writable(self, fn):
+        """Call ``fn()`` once, when the buffer goes from full to not full or the consumer cancels.
+
+        Returns False without registering when there is room already or the consumer has
+        cancelled, so the producer never waits for a wake-up that cannot come. *fn* runs on
+        the consumer's thread (make it ``loop.call_soon_threadsafe(...)``); an exception
+        escaping it is logged, never propagated. One registration at a time (RuntimeError).
+        """
+        if not callable(fn):
+            raise TypeError(f"notify_writable() needs a callable, not {type(fn).__name__}")
+        with self._mutex:
+            if self._cancelled or self._count < self._capacity:
+                return False
+            if self._on_writable is not None:
+                raise RuntimeError("a writable callback is already registered")
+            self._on_writable = fn
+        return True
+
+    # -- consumer -----------------------------------------------------------------------
+
+    def take(self):
+        """Every buffered item, oldest first, in one list; an empty list if there are none.
+
+        Never raises and never blocks: after an empty list, ``ended`` says whether the
+        stream is over. Taking from a full buffer wakes a producer waiting for room.
+        """
+        cdef list items
+        cdef object callback = None
+        with self._mutex:
+            items = self._items
+            if not items:
+                return []
+            self._items = []
+            agy_store_ssize(&self._count, 0)
+            callback = self._on_writable
+            if callback is not None:
+                self._on_writable = None
+                agy_store_ssize(&self._writer_wakeups, self._writer_wakeups + 1)
+        if callback is not None:
+            self._run_callback(callback)
+        return items
+
+    cdef bint _readable(self) noexcept nogil:
+        return (
+            agy_load_ssize(&self._count) != 0
+            or agy_load_int(&self._finished) != 0
+            or agy_load_int(&self._cancelled) != 0
+        )
+
+    cdef bint _spin(self, double seconds) noexcept nogil:
+        """Poll for readability for up to *seconds*; True if it became readable meanwhile."""
+        cdef double deadline
+        cdef int _i
+        if seconds <= 0 or not agy_enter_spin():
+            return False
+        deadline = agy_now() + seconds
+        while True:
+            for _i in range(64):
+                if self._readable():
+                    agy_leave_spin()
+                    return True
+                agy_cpu_relax()
+            if agy_now() >= deadline:
+                agy_leave_spin()
+                return False
+            agy_yield()
+
+    cdef void _unpark(self) noexcept:
+        cdef bint woken
+        with self._mutex:
+            woken = not self._parked
+            self._parked = False
+        if woken:
+            # A waker released the lock before this wait gave up: take that release back
+            # (it happened under the mutex, so it is already there) to keep the lock held.
+            PyThread_acquire_lock_timed(self._waitlock, 0, 0)
+
+    cdef bint _wait(self, double limit, double spin) except -1:
+        if self._readable():
+            return True
+        agy_enter_wait()  # counted until the GIL is back, so a lone waiter can be told apart
+        try:
+            return self._spin_then_park(limit, spin)
+        finally:
+            agy_leave_wait()
+
+    cdef bint _spin_then_park(self, double limit, double spin) except -1:
+        cdef PyLockStatus status
+        cdef long long micros
+        cdef double deadline = 0.0
+        cdef bint spun = False
+        cdef bint woken = False
+        if spin > 0:
+            with nogil:
+                spun = self._spin(spin if limit < 0 else min(spin, limit))
+            if spun:
+                return True
+        with self._mutex:
+            if self._readable():
+                return True
+            self._parked = True
+        if limit >= 0:
+            deadline = _monotonic() + limit
+        try:
+            while True:
+                if limit < 0:
+                    micros = -1
+                else:
+                    micros = <long long>(min(limit, _MAX_WAIT_SLICE) * 1e6)
+                with nogil:
+                    status = PyThread_acquire_lock_timed(self._waitlock, micros, 1)
+                if status == PY_LOCK_ACQUIRED:
+                    woken = True
+                    return True
+                if status == PY_LOCK_INTR:
+                    # Run the signal handlers now: Ctrl-C's KeyboardInterrupt propagates from here.
+                    PyErr_CheckSignals()
+                if limit >= 0:
+                    limit = deadline - _monotonic()
+                    if limit <= 0:
+                        break
+        finally:
+            if not woken:
+                self._unpark()
+        return self._readable()
+
+    def wait(self, timeout=None, spin=0.0):
+        """Block until items are buffered or the stream ended (True), or *timeout* passes (False).
+
+        For a consumer on a plain thread; it parks only on an empty buffer, so a burst of
+        puts costs it one wake-up. *spin* and Ctrl-C behave as in ``Oneshot.wait``: with
+        *spin* > 0 it first polls with the GIL released, and a signal handler that raises
+        interrupts the wait at once. The pure-Python twin accepts and ignores *spin*.
+        """
+        return self._wait(_check_timeout(timeout), spin)
+
+    def notify_readable(self, fn):
+        """Call ``fn()`` once, when the buffer goes from empty to non-empty or the stream ends.
+
+        For consumers on an event loop. Returns False without registering when items are
+        buffered or the stream has ended (take them now instead). *fn* runs on the
+        producer's thread, so it must be thread-safe (``loop.call_soon_threadsafe``,
+        ``TrioToken.run_sync_soon``); an exception escaping it is logged, never propagated.
+        One registration at a time (RuntimeError).
+        """
+        if not callable(fn):
+            raise TypeError(f"notify_readable() needs a callable, not {type(fn).__name__}")
+        with self._mutex:
+            if self._count or self._finished or self._cancelled:
+                return False
+            if self._on_readable is not None:
+                raise RuntimeError("a readable callback is already registered")
+            self._on_readable = fn
+        return True
+
+    def cancel(self):
+        """Leave early: drop buffered items, refuse later puts and wake a waiting producer.
+
+        A registered readable callback is dropped uncalled (the consumer is the one
+        leaving) and a consumer blocked in ``wait`` returns. True on the first call.
+        """
+        cdef list dropped
+        cdef object callback = None
+        with self._mutex:
+            if self._cancelled:
+                return False
+            agy_store_int(&self._cancelled, 1)
+            dropped = self._items  # released after unlocking: an item's finalizer may run
+            self._items = []
+            agy_store_ssize(&self._count, 0)
+            self._on_readable = None
+            if self._parked:
+                self._parked = False
+                PyThread_release_lock(self._waitlock)
+            callback = self._on_writable
+            if callback is not None:
+                self._on_writable = None
+                agy_store_ssize(&self._writer_wakeups, self._writer_wakeups + 1)
+        del dropped
+        if callback is not None:
+            self._run_callback(callback)
+        return True
+
+    def end_exception(self):
+        """The error the stream was finished with, or None (clean end, not finished, cancelled).
+
+        Its ``__traceback__`` is reset to the one recorded by ``finish()``, so
+        ``raise channel.end_exception()`` shows where it happened, however often it runs.
+        """
+        with self._mutex:
+            exc = self._exc
+            tb = self._tb
+        if exc is None:
+            return None
+        return exc.with_traceback(tb)
+
+    # -- state --------------------------------------------------------------------------
+
+    @property
+    def capacity(self):
+        """The most items the buffer holds."""
+        return self._capacity
+
+    @property
+    def cancelled(self):
+        """True after the consumer called ``cancel()``."""
+        return bool(agy_load_int(&self._cancelled))
+
+    @property
+    def finished(self):
+        """True after the producer called ``finish()`` (items may still be buffered)."""
+        return bool(agy_load_int(&self._finished))
+
+    @property
+    def ended(self):
+        """True once the stream is over for the consumer: finished or cancelled, and drained."""
+        if not (agy_load_int(&self._finished) or agy_load_int(&self._cancelled)):
+            return False
+        return agy_load_ssize(&self._count) == 0
+
+    @property
+    def reader_wakeups(self):
+        """How many times the consumer was woken (readable callback or parked wait)."""
+        return agy_load_ssize(&self._reader_wakeups)
+
+    @property
+    def writer_wakeups(self):
+        """How many times the producer's writable callback was called."""
+        return agy_load_ssize(&self._writer_wakeups)
+
+    def __len__(self):
+        return agy_load_ssize(&self._count)
+
+    cdef void _run_callback(self, object fn) noexcept:
+        # The caller must finish its own step whatever the callback does, so nothing escapes.
+        try:
+            fn()
+        except BaseException as exc:
+            try:
+                report_callback_error(fn, exc)
+            except BaseException:
+                pass

@@ -5,6 +5,11 @@ it is what runs where no C compiler was available or ``AGYBRIDGE_NO_EXTENSIONS=1
 The two files are laid out section by section in the same order so that one can be checked
 against the other. Locks are ``_thread`` locks: the cheapest primitive CPython offers, and
 interruptible by Ctrl-C while waiting on POSIX.
+
+Free threading: state that changes after construction is read and written under the
+object's lock, except single attribute reads of flags, counts and never-replaced dicts,
+which are atomic on the free-threaded build as well (each object's reference count and
+each dict's own lock keep them consistent), exactly as described in ``agybridge._core``.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ import math
 import time
 from _thread import allocate_lock
 from collections.abc import Callable
-from typing import Any
+from types import TracebackType
+from typing import Any, Literal
 
 from agybridge._diagnostics import report_callback_error
 from agybridge.errors import (
@@ -24,7 +30,10 @@ from agybridge.errors import (
     WaitTimeoutError,
 )
 
-__all__ = ["AgentRegistry", "CommandQueue", "Oneshot", "set_max_spinners"]
+__all__ = ["IMPLEMENTATION", "AgentRegistry", "Channel", "CommandQueue", "Oneshot", "set_max_spinners"]
+
+# Which core this is; agybridge._select reports what it actually loaded from here.
+IMPLEMENTATION: Literal["cython", "python"] = "python"
 
 #: Which implementation this module is: the pure-Python twin.
 IMPLEMENTATION = "python"
@@ -86,7 +95,7 @@ class Oneshot:
     wait costs no polling; other event loops are woken through ``add_done_callback``.
     """
 
-    __slots__ = ("__weakref__", "_callbacks", "_mutex", "_state", "_value", "_waitlock")
+    __slots__ = ("__weakref__", "_callbacks", "_mutex", "_state", "_tb", "_value", "_waitlock")
 
     def __init__(self) -> None:
         self._mutex = allocate_lock()
@@ -94,6 +103,7 @@ class Oneshot:
         self._waitlock.acquire()
         self._state = _PENDING
         self._value: Any = None
+        self._tb: TracebackType | None = None  # the exception's traceback as set: every raise restarts from it
         self._callbacks: list[Callable[[Oneshot], object]] | None = None
 
     def __repr__(self) -> str:
@@ -102,11 +112,12 @@ class Oneshot:
 
     # -- completion ---------------------------------------------------------------------
 
-    def _complete(self, state: int, value: Any) -> bool:
+    def _complete(self, state: int, value: Any, tb: TracebackType | None = None) -> bool:
         with self._mutex:
             if self._state != _PENDING:
                 return False
             self._value = value
+            self._tb = tb
             self._state = state
             callbacks = self._callbacks
             self._callbacks = None
@@ -124,13 +135,16 @@ class Oneshot:
         """Complete with an exception (an instance, or a class to instantiate).
 
         The exception object is kept as is, so its type, message and ``__traceback__``
-        reach the waiter intact. True if this call completed the oneshot, else False.
+        reach the waiter intact. The traceback is recorded now and restored before every
+        ``result()`` raise and ``exception()`` return, so repeated raises keep the frames
+        where the error happened and never pile up frames of their own.
+        True if this call completed the oneshot, else False.
         """
         if isinstance(exc, type) and issubclass(exc, BaseException):
             exc = exc()
         if not isinstance(exc, BaseException):
             raise TypeError(f"set_exception() needs an exception, not {type(exc).__name__}")
-        return self._complete(_EXCEPTION, exc)
+        return self._complete(_EXCEPTION, exc, exc.__traceback__)
 
     def cancel(self) -> bool:
         """Complete as cancelled. True if this call completed the oneshot, else False."""
@@ -181,7 +195,7 @@ class Oneshot:
         if state == _RESULT:
             return self._value
         if state == _EXCEPTION:
-            raise self._value
+            raise self._value.with_traceback(self._tb)
         raise CommandCancelledError("the oneshot was cancelled")
 
     def result(self, timeout: float | None = None) -> Any:
@@ -201,7 +215,7 @@ class Oneshot:
         state = self._state
         if state == _EXCEPTION:
             exc: BaseException = self._value
-            return exc
+            return exc.with_traceback(self._tb)
         if state == _CANCELLED:
             raise CommandCancelledError("the oneshot was cancelled")
         return None
@@ -395,3 +409,338 @@ class AgentRegistry:
 
     def __len__(self) -> int:
         return len(self._map)
+
+
+# --------------------------------------------------------------------------------------
+# Channel
+# --------------------------------------------------------------------------------------
+
+
+class Channel:
+    """A bounded single-producer, single-consumer buffer carrying one stream's items.
+
+    The producer is the runtime's loop thread; the one consumer is a plain thread, another
+    asyncio loop or trio. The bound is the back-pressure: the producer checks ``full()``
+    before it computes the next item, so it never runs more than ``capacity`` items ahead.
+
+    Producer: ``put`` returns False without appending when the buffer is full or the
+    consumer has cancelled, and ``cancelled`` tells the two apart (a cancelled consumer is
+    gone for good, a full buffer drains). When full, it calls ``notify_writable(fn)`` and
+    resumes when *fn* runs, or at once if that returned False. ``finish`` ends the stream.
+
+    Consumer: ``take`` never raises and never blocks; the loop is::
+
+        while True:
+            batch = channel.take()
+            if batch:
+                handle(batch)
+            elif channel.ended:
+                error = channel.end_exception()  # raise it if not None, else stop
+            else:
+                channel.wait()  # or: notify_readable(fn) and await fn (False: loop now)
+
+    ``ended`` turns True only once everything buffered before the end was taken, so
+    checking it after an empty batch can neither skip items nor miss the error.
+
+    Wake-ups are coalesced both ways, as in ``CommandQueue``: the consumer is woken only
+    when the buffer goes from empty to non-empty or the stream ends, the producer only when
+    it goes from full to not full or the consumer cancels, so a burst of puts costs one
+    wake-up; ``reader_wakeups`` and ``writer_wakeups`` count them. One mutex guards the
+    buffer, the flags and the callbacks; callbacks run after it is released.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_cancelled",
+        "_capacity",
+        "_exc",
+        "_finished",
+        "_items",
+        "_mutex",
+        "_on_readable",
+        "_on_writable",
+        "_parked",
+        "_reader_wakeups",
+        "_tb",
+        "_waitlock",
+        "_writer_wakeups",
+    )
+
+    def __init__(self, capacity: int) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int):
+            raise TypeError(f"capacity must be an int, not {type(capacity).__name__}")
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, not {capacity}")
+        self._mutex = allocate_lock()
+        # Held except while a wake-up of a parked consumer is pending.
+        self._waitlock = allocate_lock()
+        self._waitlock.acquire()
+        self._capacity = capacity
+        self._items: list[Any] = []
+        self._finished = False
+        self._cancelled = False
+        self._parked = False
+        self._exc: BaseException | None = None
+        self._tb: TracebackType | None = None
+        self._on_readable: Callable[[], object] | None = None
+        self._on_writable: Callable[[], object] | None = None
+        self._reader_wakeups = 0
+        self._writer_wakeups = 0
+
+    def __repr__(self) -> str:
+        state = "open"
+        if self._cancelled:
+            state = "cancelled"
+        elif self._finished:
+            state = "finished"
+        return f"<Channel {len(self._items)}/{self._capacity} {state}>"
+
+    # -- producer -----------------------------------------------------------------------
+
+    def _wake_reader_locked(self) -> Callable[[], object] | None:
+        # With the mutex held, on a transition to readable: release a parked consumer and
+        # hand back the readable callback (if any) for the caller to run after unlocking.
+        callback = self._on_readable
+        if self._parked:
+            self._parked = False
+            self._reader_wakeups += 1
+            self._waitlock.release()
+        if callback is not None:
+            self._on_readable = None
+            self._reader_wakeups += 1
+        return callback
+
+    def put(self, item: Any) -> bool:
+        """Append *item*; True if appended, False if the buffer is full or the consumer cancelled.
+
+        After False, ``cancelled`` says whether to stop (the consumer is gone) or to wait for
+        room with ``notify_writable``. Only the transition from empty to non-empty wakes the
+        consumer. Raises ``QueueClosedError`` after ``finish()``: the producer has ended
+        the stream itself, so a later put is a bug, not a race.
+        """
+        callback = None
+        with self._mutex:
+            if self._finished:
+                raise QueueClosedError("put() after finish(): the stream has already ended")
+            items = self._items
+            if self._cancelled or len(items) >= self._capacity:
+                return False
+            items.append(item)
+            if len(items) == 1:
+                callback = self._wake_reader_locked()
+        if callback is not None:
+            self._run_callback(callback)
+        return True
+
+    def full(self) -> bool:
+        """True when ``capacity`` items are buffered: check before producing the next one."""
+        return len(self._items) >= self._capacity
+
+    def finish(self, exc: BaseException | None = None) -> bool:
+        """End the stream, with *exc* as its error if given; items already buffered come first.
+
+        The traceback *exc* carries now is recorded and restored by ``end_exception()``, so
+        the consumer sees where the error happened however often it is raised. True if this
+        call ended the stream; False if it had already been finished or cancelled.
+        """
+        if exc is not None and not isinstance(exc, BaseException):
+            raise TypeError(f"finish() needs an exception or None, not {type(exc).__name__}")
+        with self._mutex:
+            if self._finished or self._cancelled:
+                return False
+            self._exc = exc
+            self._tb = None if exc is None else exc.__traceback__
+            self._finished = True
+            callback = self._wake_reader_locked()
+        if callback is not None:
+            self._run_callback(callback)
+        return True
+
+    def notify_writable(self, fn: Callable[[], object]) -> bool:
+        """Call ``fn()`` once, when the buffer goes from full to not full or the consumer cancels.
+
+        Returns False without registering when there is room already or the consumer has
+        cancelled, so the producer never waits for a wake-up that cannot come. *fn* runs on
+        the consumer's thread (make it ``loop.call_soon_threadsafe(...)``); an exception
+        escaping it is logged, never propagated. One registration at a time (RuntimeError).
+        """
+        if not callable(fn):
+            raise TypeError(f"notify_writable() needs a callable, not {type(fn).__name__}")
+        with self._mutex:
+            if self._cancelled or len(self._items) < self._capacity:
+                return False
+            if self._on_writable is not None:
+                raise RuntimeError("a writable callback is already registered")
+            self._on_writable = fn
+        return True
+
+    # -- consumer -----------------------------------------------------------------------
+
+    def take(self) -> list[Any]:
+        """Every buffered item, oldest first, in one list; an empty list if there are none.
+
+        Never raises and never blocks: after an empty list, ``ended`` says whether the
+        stream is over. Taking from a full buffer wakes a producer waiting for room.
+        """
+        with self._mutex:
+            items = self._items
+            if not items:
+                return []
+            self._items = []
+            callback = self._on_writable
+            if callback is not None:
+                self._on_writable = None
+                self._writer_wakeups += 1
+        if callback is not None:
+            self._run_callback(callback)
+        return items
+
+    def _readable(self) -> bool:
+        return bool(self._items) or self._finished or self._cancelled
+
+    def _unpark(self) -> None:
+        with self._mutex:
+            woken = not self._parked
+            self._parked = False
+        if woken:
+            # A waker released the lock before this wait gave up: take that release back
+            # (it happened under the mutex, so it is already there) to keep the lock held.
+            self._waitlock.acquire(False)
+
+    def wait(self, timeout: float | None = None, spin: float = 0.0) -> bool:
+        """Block until items are buffered or the stream ended (True), or *timeout* passes (False).
+
+        For a consumer on a plain thread; it parks only on an empty buffer, so a burst of
+        puts costs it one wake-up. *spin* and Ctrl-C behave as in ``Oneshot.wait``: with
+        *spin* > 0 it first polls with the GIL released, and a signal handler that raises
+        interrupts the wait at once. The pure-Python twin accepts and ignores *spin*.
+        """
+        limit = _check_timeout(timeout)
+        with self._mutex:
+            if self._readable():
+                return True
+            self._parked = True
+        waitlock = self._waitlock
+        woken = False
+        try:
+            if limit < 0:
+                while not waitlock.acquire(True, _MAX_WAIT_SLICE):
+                    pass
+                woken = True
+                return True
+            deadline = time.monotonic() + limit
+            while True:
+                if waitlock.acquire(True, min(limit, _MAX_WAIT_SLICE)):
+                    woken = True
+                    return True
+                limit = deadline - time.monotonic()
+                if limit <= 0:
+                    break
+        finally:
+            if not woken:
+                self._unpark()
+        return self._readable()
+
+    def notify_readable(self, fn: Callable[[], object]) -> bool:
+        """Call ``fn()`` once, when the buffer goes from empty to non-empty or the stream ends.
+
+        For consumers on an event loop. Returns False without registering when items are
+        buffered or the stream has ended (take them now instead). *fn* runs on the
+        producer's thread, so it must be thread-safe (``loop.call_soon_threadsafe``,
+        ``TrioToken.run_sync_soon``); an exception escaping it is logged, never propagated.
+        One registration at a time (RuntimeError).
+        """
+        if not callable(fn):
+            raise TypeError(f"notify_readable() needs a callable, not {type(fn).__name__}")
+        with self._mutex:
+            if self._items or self._finished or self._cancelled:
+                return False
+            if self._on_readable is not None:
+                raise RuntimeError("a readable callback is already registered")
+            self._on_readable = fn
+        return True
+
+    def cancel(self) -> bool:
+        """Leave early: drop buffered items, refuse later puts and wake a waiting producer.
+
+        A registered readable callback is dropped uncalled (the consumer is the one
+        leaving) and a consumer blocked in ``wait`` returns. True on the first call.
+        """
+        with self._mutex:
+            if self._cancelled:
+                return False
+            self._cancelled = True
+            dropped = self._items  # released after unlocking: an item's finalizer may run
+            self._items = []
+            self._on_readable = None
+            if self._parked:
+                self._parked = False
+                self._waitlock.release()
+            callback = self._on_writable
+            if callback is not None:
+                self._on_writable = None
+                self._writer_wakeups += 1
+        del dropped
+        if callback is not None:
+            self._run_callback(callback)
+        return True
+
+    def end_exception(self) -> BaseException | None:
+        """The error the stream was finished with, or None (clean end, not finished, cancelled).
+
+        Its ``__traceback__`` is reset to the one recorded by ``finish()``, so
+        ``raise channel.end_exception()`` shows where it happened, however often it runs.
+        """
+        with self._mutex:
+            exc = self._exc
+            tb = self._tb
+        if exc is None:
+            return None
+        return exc.with_traceback(tb)
+
+    # -- state --------------------------------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        """The most items the buffer holds."""
+        return self._capacity
+
+    @property
+    def cancelled(self) -> bool:
+        """True after the consumer called ``cancel()``."""
+        return self._cancelled
+
+    @property
+    def finished(self) -> bool:
+        """True after the producer called ``finish()`` (items may still be buffered)."""
+        return self._finished
+
+    @property
+    def ended(self) -> bool:
+        """True once the stream is over for the consumer: finished or cancelled, and drained."""
+        if not (self._finished or self._cancelled):
+            return False
+        return not self._items
+
+    @property
+    def reader_wakeups(self) -> int:
+        """How many times the consumer was woken (readable callback or parked wait)."""
+        return self._reader_wakeups
+
+    @property
+    def writer_wakeups(self) -> int:
+        """How many times the producer's writable callback was called."""
+        return self._writer_wakeups
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _run_callback(self, fn: Callable[[], object]) -> None:
+        # The caller must finish its own step whatever the callback does, so nothing escapes.
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - the caller's step must complete whatever a callback does
+            try:
+                report_callback_error(fn, exc)
+            except BaseException:  # noqa: BLE001 - logging itself failed: nothing left to tell
+                pass

@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING, Literal
 
 from agybridge._env import REQUIRE_EXTENSIONS_VAR, env_flag, no_extensions_requested
 
-__all__ = ["IMPLEMENTATION", "AgentRegistry", "CommandQueue", "Implementation", "Oneshot", "core", "load_core"]
+__all__ = [
+    "IMPLEMENTATION",
+    "AgentRegistry",
+    "Channel",
+    "CommandQueue",
+    "Implementation",
+    "Oneshot",
+    "core",
+    "load_core",
+]
 
 Implementation = Literal["cython", "python"]
 
@@ -33,11 +42,11 @@ def load_core(name: Implementation) -> ModuleType:
     raise ValueError(f"unknown core implementation {name!r}; expected 'cython' or 'python'")
 
 
-def _choose() -> tuple[Implementation, ModuleType]:
+def _choose() -> ModuleType:
     if no_extensions_requested():
-        return "python", load_core("python")
+        return load_core("python")
     try:
-        return "cython", load_core("cython")
+        return load_core("cython")
     except ImportError:
         if env_flag(REQUIRE_EXTENSIONS_VAR):
             raise
@@ -51,15 +60,18 @@ def _choose() -> tuple[Implementation, ModuleType]:
                 RuntimeWarning,
                 stacklevel=2,
             )
-        return "python", load_core("python")
+        return load_core("python")
 
 
-IMPLEMENTATION, core = _choose()
+core = _choose()
+# Each core names itself, so what is reported is what was loaded, not what was meant to be.
+IMPLEMENTATION: Implementation = core.IMPLEMENTATION
 
 if TYPE_CHECKING:
     # Both implementations are typed by one stub, agybridge/_core.pyi.
-    from agybridge._core import AgentRegistry, CommandQueue, Oneshot
+    from agybridge._core import AgentRegistry, Channel, CommandQueue, Oneshot
 else:
     Oneshot = core.Oneshot
+    Channel = core.Channel
     CommandQueue = core.CommandQueue
     AgentRegistry = core.AgentRegistry

@@ -124,3 +124,14 @@ def test_registry_get(benchmark: Any, core: ModuleType, readers: int, hit: bool)
             lookup(key)
 
     benchmark.pedantic(_parallel(readers, reader), rounds=10, iterations=1)
+
+
+def test_channel_put_take_batch(benchmark: Any, core: ModuleType) -> None:
+    channel = core.Channel(100)
+
+    def batch() -> int:
+        for i in range(100):
+            channel.put(i)
+        return len(channel.take())
+
+    assert benchmark(batch) == 100

@@ -347,3 +347,34 @@ def test_compiled_core_spins_only_for_a_lone_waiter() -> None:
         other.set_result(None)
         parked.join(timeout=10)
     assert not parked.is_alive()
+
+
+def test_each_core_declares_its_implementation() -> None:
+    import agybridge
+    from agybridge import _select
+
+    assert load_core("python").IMPLEMENTATION == "python"
+    assert load_core("cython").IMPLEMENTATION == "cython"
+    assert _select.IMPLEMENTATION == _select.core.IMPLEMENTATION == agybridge.IMPLEMENTATION
+
+
+def test_repeated_raises_keep_the_original_traceback(core: ModuleType) -> None:
+    shot = core.Oneshot()
+    try:
+        _raise_deep()
+    except LookupError as exc:
+        shot.set_exception(exc)
+    via_result: set[int] = set()
+    via_exception: set[int] = set()
+    for _ in range(100):
+        with pytest.raises(LookupError) as info:
+            shot.result()
+        frames = [frame.name for frame in traceback.extract_tb(info.value.__traceback__)]
+        assert "_raise_deep" in frames
+        via_result.add(len(frames))
+        with pytest.raises(LookupError) as info:
+            raise shot.exception()  # type: ignore[misc]
+        via_exception.add(len(traceback.extract_tb(info.value.__traceback__)))
+    assert len(via_result) == 1 and len(via_exception) == 1, (via_result, via_exception)
+    tb = shot.exception().__traceback__  # type: ignore[union-attr]
+    assert "_raise_deep" in [frame.name for frame in traceback.extract_tb(tb)]

@@ -26,6 +26,8 @@ def _stub_api() -> dict[str, Any]:
                     is_property = any(isinstance(d, ast.Name) and d.id == "property" for d in item.decorator_list)
                     members[item.name] = "property" if is_property else _params(item)
             api[node.name] = members
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            api[node.target.id] = ("constant", ast.unparse(node.annotation))
         elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
             api["__all__"] = sorted(ast.literal_eval(node.value))
     return api
@@ -61,6 +63,11 @@ def test_stub_matches_each_implementation(core: ModuleType) -> None:
     assert sorted(core.__all__) == api.pop("__all__")
     for name, members in api.items():
         obj = getattr(core, name)
+        if isinstance(members, tuple):
+            annotation = members[1]
+            assert annotation.startswith("Literal["), f"{name}: only Literal constants are checked"
+            assert obj in ast.literal_eval(annotation.removeprefix("Literal")), f"{name}={obj!r} not in {annotation}"
+            continue
         if not isinstance(members, dict):
             assert _runtime_params(obj) == members, name
             continue
