@@ -430,6 +430,7 @@ cdef class CommandQueue:
     cdef cython.pymutex _mutex
     cdef list _items
     cdef Py_ssize_t _count  # len(_items), readable by a spinning consumer without the GIL
+    cdef Py_ssize_t _held  # items of the consumer's last batch, counted until its next take()
     cdef bint _armed
     cdef int _closed  # read without the mutex: atomic load/store
     cdef Py_ssize_t _wakeups  # read without the mutex: atomic load/store
@@ -625,7 +626,10 @@ cdef class Channel:
 
     The producer is the runtime's loop thread; the one consumer is a plain thread, another
     asyncio loop or trio. The bound is the back-pressure: the producer checks ``full()``
-    before it computes the next item, so it never runs more than ``capacity`` items ahead.
+    before it computes the next item, and the items of the batch the consumer took last
+    still count toward ``capacity`` until it takes again (it does so only once it has used
+    them up), so the producer never runs more than ``capacity`` items ahead of what the
+    consumer has used.
 
     Producer: ``put`` returns False without appending when the buffer is full or the
     consumer has cancelled, and ``cancelled`` tells the two apart (a cancelled consumer is
@@ -658,6 +662,7 @@ cdef class Channel:
     cdef Py_ssize_t _capacity
     cdef list _items
     cdef Py_ssize_t _count  # len(_items), readable by a spinning consumer without the GIL
+    cdef Py_ssize_t _held  # items of the consumer's last batch, counted until its next take()
     cdef int _finished
     cdef int _cancelled
     cdef bint _parked
@@ -683,6 +688,7 @@ cdef class Channel:
         self._capacity = capacity
         self._items = []
         self._count = 0
+        self._held = 0
         self._finished = 0
         self._cancelled = 0
         self._parked = False
@@ -736,7 +742,7 @@ cdef class Channel:
         with self._mutex:
             if self._finished:
                 raise QueueClosedError("put() after finish(): the stream has already ended")
-            if self._cancelled or self._count >= self._capacity:
+            if self._cancelled or self._count + self._held >= self._capacity:
                 return False
             self._items.append(item)
             agy_store_ssize(&self._count, self._count + 1)
@@ -747,8 +753,8 @@ cdef class Channel:
         return True
 
     def full(self):
-        """True when ``capacity`` items are buffered: check before producing the next one."""
-        return agy_load_ssize(&self._count) >= self._capacity
+        """True when ``capacity`` items are buffered or held by the consumer: check before producing."""
+        return agy_load_ssize(&self._count) + agy_load_ssize(&self._held) >= self._capacity
 
     def finish(self, exc=None):
         """End the stream, with *exc* as its error if given; items already buffered come first.
@@ -782,7 +788,7 @@ cdef class Channel:
         if not callable(fn):
             raise TypeError(f"notify_writable() needs a callable, not {type(fn).__name__}")
         with self._mutex:
-            if self._cancelled or self._count < self._capacity:
+            if self._cancelled or self._count + self._held < self._capacity:
                 return False
             if self._on_writable is not None:
                 raise RuntimeError("a writable callback is already registered")
@@ -795,20 +801,25 @@ cdef class Channel:
         """Every buffered item, oldest first, in one list; an empty list if there are none.
 
         Never raises and never blocks: after an empty list, ``ended`` says whether the
-        stream is over. Taking from a full buffer wakes a producer waiting for room.
+        stream is over. Calling it says the previous batch is used up: those items stop
+        counting toward ``capacity`` and the new batch starts counting, so a producer
+        waiting for room is woken when that frees some.
         """
         cdef list items
         cdef object callback = None
+        cdef bint was_full
         with self._mutex:
+            was_full = self._count + self._held >= self._capacity
             items = self._items
-            if not items:
-                return []
-            self._items = []
-            agy_store_ssize(&self._count, 0)
-            callback = self._on_writable
-            if callback is not None:
-                self._on_writable = None
-                agy_store_ssize(&self._writer_wakeups, self._writer_wakeups + 1)
+            if items:
+                self._items = []
+                agy_store_ssize(&self._count, 0)
+            agy_store_ssize(&self._held, len(items))
+            if was_full and self._held < self._capacity:
+                callback = self._on_writable
+                if callback is not None:
+                    self._on_writable = None
+                    agy_store_ssize(&self._writer_wakeups, self._writer_wakeups + 1)
         if callback is not None:
             self._run_callback(callback)
         return items
@@ -941,6 +952,7 @@ cdef class Channel:
             dropped = self._items  # released after unlocking: an item's finalizer may run
             self._items = []
             agy_store_ssize(&self._count, 0)
+            agy_store_ssize(&self._held, 0)
             self._on_readable = None
             if self._parked:
                 self._parked = False

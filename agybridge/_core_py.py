@@ -421,7 +421,10 @@ class Channel:
 
     The producer is the runtime's loop thread; the one consumer is a plain thread, another
     asyncio loop or trio. The bound is the back-pressure: the producer checks ``full()``
-    before it computes the next item, so it never runs more than ``capacity`` items ahead.
+    before it computes the next item, and the items of the batch the consumer took last
+    still count toward ``capacity`` until it takes again (it does so only once it has used
+    them up), so the producer never runs more than ``capacity`` items ahead of what the
+    consumer has used.
 
     Producer: ``put`` returns False without appending when the buffer is full or the
     consumer has cancelled, and ``cancelled`` tells the two apart (a cancelled consumer is
@@ -455,6 +458,7 @@ class Channel:
         "_capacity",
         "_exc",
         "_finished",
+        "_held",
         "_items",
         "_mutex",
         "_on_readable",
@@ -477,6 +481,8 @@ class Channel:
         self._waitlock.acquire()
         self._capacity = capacity
         self._items: list[Any] = []
+        # Items of the consumer's last batch, counted toward capacity until its next take().
+        self._held = 0
         self._finished = False
         self._cancelled = False
         self._parked = False
@@ -523,7 +529,7 @@ class Channel:
             if self._finished:
                 raise QueueClosedError("put() after finish(): the stream has already ended")
             items = self._items
-            if self._cancelled or len(items) >= self._capacity:
+            if self._cancelled or len(items) + self._held >= self._capacity:
                 return False
             items.append(item)
             if len(items) == 1:
@@ -533,8 +539,8 @@ class Channel:
         return True
 
     def full(self) -> bool:
-        """True when ``capacity`` items are buffered: check before producing the next one."""
-        return len(self._items) >= self._capacity
+        """True when ``capacity`` items are buffered or held by the consumer: check before producing."""
+        return len(self._items) + self._held >= self._capacity
 
     def finish(self, exc: BaseException | None = None) -> bool:
         """End the stream, with *exc* as its error if given; items already buffered come first.
@@ -567,7 +573,7 @@ class Channel:
         if not callable(fn):
             raise TypeError(f"notify_writable() needs a callable, not {type(fn).__name__}")
         with self._mutex:
-            if self._cancelled or len(self._items) < self._capacity:
+            if self._cancelled or len(self._items) + self._held < self._capacity:
                 return False
             if self._on_writable is not None:
                 raise RuntimeError("a writable callback is already registered")
@@ -580,17 +586,22 @@ class Channel:
         """Every buffered item, oldest first, in one list; an empty list if there are none.
 
         Never raises and never blocks: after an empty list, ``ended`` says whether the
-        stream is over. Taking from a full buffer wakes a producer waiting for room.
+        stream is over. Calling it says the previous batch is used up: those items stop
+        counting toward ``capacity`` and the new batch starts counting, so a producer
+        waiting for room is woken when that frees some.
         """
+        callback = None
         with self._mutex:
             items = self._items
-            if not items:
-                return []
-            self._items = []
-            callback = self._on_writable
-            if callback is not None:
-                self._on_writable = None
-                self._writer_wakeups += 1
+            was_full = len(items) + self._held >= self._capacity
+            if items:
+                self._items = []
+            self._held = len(items)
+            if was_full and self._held < self._capacity:
+                callback = self._on_writable
+                if callback is not None:
+                    self._on_writable = None
+                    self._writer_wakeups += 1
         if callback is not None:
             self._run_callback(callback)
         return items
@@ -672,6 +683,7 @@ class Channel:
             self._cancelled = True
             dropped = self._items  # released after unlocking: an item's finalizer may run
             self._items = []
+            self._held = 0
             self._on_readable = None
             if self._parked:
                 self._parked = False

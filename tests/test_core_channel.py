@@ -68,6 +68,7 @@ def test_a_burst_costs_the_consumer_one_wakeup(core: ModuleType) -> None:
     assert woken.calls == 1 and channel.reader_wakeups == 1
     assert channel.notify_readable(woken) is False  # readable already: take instead of waiting
     assert channel.take() == list(range(100))
+    assert channel.take() == []  # the batch is used up: its room is free again
     assert channel.notify_readable(woken) is True
     for i in range(50):
         channel.put(i)
@@ -100,10 +101,29 @@ def test_full_buffer_refuses_puts_and_wakes_the_producer_once_when_drained(core:
     with pytest.raises(RuntimeError, match="already registered"):
         channel.notify_writable(Counter())
     assert channel.take() == [0, 1, 2]
+    # The batch just taken still counts until the consumer takes again: it is not used up.
+    assert channel.full() is True and channel.put(3) is False
+    assert writable.calls == 0
+    assert channel.take() == []
     assert writable.calls == 1 and channel.writer_wakeups == 1
     assert channel.put(3) is True
     assert channel.take() == [3]
+    assert channel.take() == []
     assert writable.calls == 1 and channel.writer_wakeups == 1  # not-full -> not-full wakes nobody
+
+
+def test_the_producer_never_runs_more_than_capacity_ahead_of_what_was_used(core: ModuleType) -> None:
+    channel = core.Channel(4)
+    produced = used = 0
+    for _ in range(10):
+        while channel.put(produced):
+            produced += 1
+            assert produced - used <= 4
+        batch = channel.take()
+        if batch:
+            assert channel.put(-1) is False, "the consumer still holds the batch: no room yet"
+        used += len(batch)  # used up; the next take() frees its room
+    assert produced == used == 20  # 4 items every other round: take() alternates batch / release
 
 
 def test_clean_finish_delivers_items_first(core: ModuleType) -> None:
@@ -263,6 +283,7 @@ def test_callback_exceptions_are_reported_not_raised(core: ModuleType, caplog: p
         assert channel.put(1) is True
         assert channel.notify_writable(bad_writer) is True
         assert channel.take() == [1]
+        assert channel.take() == []  # the batch is used up: room again, the producer is woken
     messages = {str(r.exc_info[1]) for r in caplog.records if r.exc_info}
     assert messages == {"reader boom", "writer boom"}
 
