@@ -6,8 +6,9 @@ whose one thread runs every agent coroutine; agents call back into the host thro
 """
 
 from agybridge._dispatcher import RuntimeMetrics
-from agybridge._select import IMPLEMENTATION, AgentRegistry, CommandQueue, Oneshot
-from agybridge.commands import Chat, PyCommand, RegisterAgent, Run, Shutdown, UnregisterAgent
+from agybridge._select import IMPLEMENTATION, AgentRegistry, Channel, CommandQueue, Oneshot
+from agybridge._stream_consumer import AsyncStream, BlockingStream
+from agybridge.commands import Chat, ChatStream, PyCommand, RegisterAgent, Run, Shutdown, Stream, UnregisterAgent
 from agybridge.config import (
     DEFAULT_CHAT_TIMEOUT_SECS,
     DEFAULT_INTER_AGENT_DELAY,
@@ -35,6 +36,7 @@ from agybridge.errors import (
     RuntimeBusyError,
     RuntimeDiedError,
     RuntimeShutdownError,
+    StreamTimeoutError,
     UnknownAgentError,
     UnknownToolError,
     WaitTimeoutError,
@@ -66,9 +68,13 @@ __all__ = [
     "AgentBridgeState",
     "AgentRegistry",
     "AgyBridgeError",
+    "AsyncStream",
+    "BlockingStream",
     "BridgeTimeoutError",
     "CallbackError",
+    "Channel",
     "Chat",
+    "ChatStream",
     "ChatTimeoutError",
     "CommandCancelledError",
     "CommandQueue",
@@ -96,6 +102,8 @@ __all__ = [
     "RuntimeMetrics",
     "RuntimeShutdownError",
     "Shutdown",
+    "Stream",
+    "StreamTimeoutError",
     "Tool",
     "UnknownAgentError",
     "UnknownToolError",

@@ -814,6 +814,8 @@ cdef class Channel:
             if items:
                 self._items = []
                 agy_store_ssize(&self._count, 0)
+            else:
+                items = []  # never hand out the live list: the producer appends to it
             agy_store_ssize(&self._held, len(items))
             if was_full and self._held < self._capacity:
                 callback = self._on_writable

@@ -596,6 +596,8 @@ class Channel:
             was_full = len(items) + self._held >= self._capacity
             if items:
                 self._items = []
+            else:
+                items = []  # never hand out the live list: the producer appends to it
             self._held = len(items)
             if was_full and self._held < self._capacity:
                 callback = self._on_writable

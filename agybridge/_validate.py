@@ -11,7 +11,7 @@ import math
 
 from agybridge.errors import ConfigError
 
-__all__ = ["agent_id", "seconds", "timeout_or_default"]
+__all__ = ["agent_id", "buffer_size", "count", "seconds", "timeout_or_default"]
 
 
 def seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
@@ -50,4 +50,20 @@ def agent_id(value: object, name: str = "agent_id") -> str:
         raise TypeError(f"{name} must be a str, not {type(value).__name__} {value!r}")
     if not value:
         raise ValueError(f"{name} must be a non-empty string")
+    return value
+
+
+def count(name: str, value: object, error: type[Exception] = ConfigError) -> int:
+    """Return *value* if it is an int >= 1 (not a bool); else *error* naming *name*."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise error(f"{name} must be an int >= 1, not {value!r}")
+    return value
+
+
+def buffer_size(value: object) -> int:
+    """A stream's buffer, in items: an int >= 1 (``TypeError`` for a non-int, ``ValueError`` below 1)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"buffer must be an int number of items, not {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"buffer must be >= 1 item, not {value!r}")
     return value

@@ -14,14 +14,20 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from agybridge import _validate
-from agybridge._select import Oneshot
+from agybridge._select import Channel, Oneshot
 
 if TYPE_CHECKING:
     from agybridge.state import AgentBridgeState
 
-__all__ = ["Chat", "PyCommand", "RegisterAgent", "Run", "Shutdown", "UnregisterAgent"]
+__all__ = ["Chat", "ChatStream", "PyCommand", "RegisterAgent", "Run", "Shutdown", "Stream", "UnregisterAgent"]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def callable_name(fn: object) -> str:
+    """A readable name for *fn* in messages: its qualified name, or its class's for an object."""
+    name = getattr(fn, "__qualname__", None) or getattr(type(fn), "__qualname__", None)
+    return str(name) if name else repr(fn)
 
 
 class PyCommand:
@@ -97,8 +103,63 @@ class Run(PyCommand):
         object.__setattr__(self, "kwargs", MappingProxyType(dict(kwargs)) if kwargs else _EMPTY)
 
     def describe(self) -> str:
-        name = getattr(self.fn, "__qualname__", None) or repr(self.fn)
-        return f"Run({name})"
+        return f"Run({callable_name(self.fn)})"
+
+
+class Stream(PyCommand):
+    """Stream the items of ``fn(*args, **kwargs)`` (an async iterable) into *channel*.
+
+    The command's result is None once the producer has finished; the items travel through
+    the :class:`~agybridge.Channel`, which the runtime ends with the command's outcome.
+    """
+
+    __slots__ = ("args", "channel", "fn", "kwargs")
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+    channel: Channel
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any] | None,
+        channel: Channel,
+        *,
+        oneshot: Oneshot | None = None,
+    ) -> None:
+        super().__init__(oneshot=oneshot)
+        if not callable(fn):
+            raise TypeError(f"stream() needs an async generator function, not {type(fn).__name__} {fn!r}")
+        object.__setattr__(self, "fn", fn)
+        object.__setattr__(self, "args", tuple(args))
+        object.__setattr__(self, "kwargs", MappingProxyType(dict(kwargs)) if kwargs else _EMPTY)
+        object.__setattr__(self, "channel", channel)
+
+    def describe(self) -> str:
+        return f"Stream({callable_name(self.fn)})"
+
+
+class ChatStream(PyCommand):
+    """Stream agent *agent_id*'s reply to *message* into *channel*, chunk by chunk."""
+
+    __slots__ = ("agent_id", "channel", "message")
+
+    agent_id: str
+    message: str
+    channel: Channel
+
+    def __init__(self, agent_id: str, message: str, channel: Channel, *, oneshot: Oneshot | None = None) -> None:
+        super().__init__(oneshot=oneshot)
+        if not isinstance(message, str):
+            raise TypeError(f"chat message must be a str, not {type(message).__name__}")
+        object.__setattr__(self, "agent_id", _validate.agent_id(agent_id))
+        object.__setattr__(self, "message", message)
+        object.__setattr__(self, "channel", channel)
+
+    def describe(self) -> str:
+        return f"ChatStream(agent={self.agent_id!r})"
 
 
 class RegisterAgent(PyCommand):

@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from agybridge._validate import seconds
+from agybridge._validate import count, seconds
 from agybridge.errors import ConfigError
 
 __all__ = [
@@ -124,6 +124,8 @@ class RuntimeConfig:
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     #: Worker threads for synchronous tools, hooks and policies.
     worker_threads: int = 16
+    #: Items a stream's producer may run ahead of its consumer (overridable per stream).
+    stream_buffer: int = 64
     #: Seconds a blocking caller polls for its result (GIL released) before parking on a
     #: lock. Parking and being woken costs an OS wake-up, tens of microseconds on an idle
     #: core; a short poll turns fast round trips into a fraction of that. At most
@@ -160,10 +162,8 @@ class RuntimeConfig:
             raise ConfigError(f"thread_name must be a non-empty string, not {self.thread_name!r}")
         if not isinstance(self.use_uvloop, bool):
             raise ConfigError(f"use_uvloop must be a bool, not {self.use_uvloop!r}")
-        for name in ("max_in_flight", "worker_threads"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be an int >= 1, not {value!r}")
+        for name in ("max_in_flight", "worker_threads", "stream_buffer"):
+            count(name, getattr(self, name))
 
     @property
     def round_trip_timeout(self) -> float:

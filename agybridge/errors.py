@@ -31,6 +31,7 @@ __all__ = [
     "RuntimeBusyError",
     "RuntimeDiedError",
     "RuntimeShutdownError",
+    "StreamTimeoutError",
     "UnknownAgentError",
     "UnknownToolError",
     "WaitTimeoutError",
@@ -134,6 +135,10 @@ class OperationTimeoutError(BridgeTimeoutError):
 
 class ChatTimeoutError(BridgeTimeoutError):
     """One ``agent.chat()`` exceeded the chat timeout."""
+
+
+class StreamTimeoutError(BridgeTimeoutError):
+    """A stream produced no item within its per-item timeout; the message names the stream."""
 
 
 class CommandCancelledError(AgyBridgeError, concurrent.futures.CancelledError):

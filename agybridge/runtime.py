@@ -13,16 +13,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from types import ModuleType, TracebackType
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar, overload
 
 from agybridge import _select, _validate
 from agybridge._agents import AgentTable
 from agybridge._backends import await_oneshot, current_host
 from agybridge._dispatcher import Dispatcher, RuntimeMetrics
 from agybridge._loop_thread import NEW, RUNNING, LoopThread
-from agybridge.commands import Chat, PyCommand, RegisterAgent, Run, Shutdown, UnregisterAgent
+from agybridge._stream_consumer import AsyncStream, BlockingStream
+from agybridge._stream_producer import end_channel_with, run_stream
+from agybridge.commands import (
+    Chat,
+    ChatStream,
+    PyCommand,
+    RegisterAgent,
+    Run,
+    Shutdown,
+    Stream,
+    UnregisterAgent,
+    callable_name,
+)
 from agybridge.config import RuntimeConfig
 from agybridge.errors import DeadlockError, OperationTimeoutError, QueueClosedError, RuntimeBusyError
 from agybridge.state import AgentBridgeState
@@ -32,6 +44,7 @@ __all__ = ["PythonRuntime", "RuntimeMetrics", "caller_spin_budget"]
 logger = logging.getLogger("agybridge")
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 _COMMANDS = "a PyCommand (Chat, Run, RegisterAgent, UnregisterAgent, Shutdown)"
 
@@ -79,7 +92,7 @@ class PythonRuntime:
         self._caller_spin = self.config.caller_spin
         self._agents = AgentTable(self.config)
         self._dispatcher = Dispatcher(
-            self._queue, {Run: _run_coroutine, **self._agents.handlers()}, self.config.loop_spin
+            self._queue, {Run: _run_coroutine, Stream: run_stream, **self._agents.handlers()}, self.config.loop_spin
         )
         # Bound once: the wake-up path runs on every idle->busy transition of the queue.
         self._on_wake = self._dispatcher.on_wake
@@ -333,6 +346,99 @@ class PythonRuntime:
         """Run ``await fn(*args, **kwargs)`` on the runtime loop (asyncio or trio caller)."""
         result: T = await self.asend_command(Run(fn, args, kwargs, oneshot=self._oneshot()), timeout)
         return result
+
+    # -- streams -----------------------------------------------------------------------------
+
+    def _submit_stream(self, cmd: Stream | ChatStream, blocking: bool) -> None:
+        """Submit a stream's command; its channel ends with the command's outcome."""
+        self._thread.check_fork()
+        if blocking and self._thread.is_current():
+            raise DeadlockError(
+                f"a blocking iteration of {cmd.describe()} was started on the runtime's own thread, where "
+                "waiting for an item can never finish; use 'async for' over runtime.astream(...)"
+            )
+        cmd.oneshot.add_done_callback(end_channel_with(cmd.channel, cmd.describe()))
+        try:
+            self._submit(cmd)
+        except Exception as exc:
+            cmd.oneshot.set_exception(exc)  # a refused command is completed too
+            raise
+
+    def _stream_factory(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return lambda buffer: Stream(fn, args, kwargs, self._core.Channel(buffer), oneshot=self._oneshot())
+
+    @overload
+    def stream(self, fn: Callable[P, AsyncIterable[T]], /, *args: P.args, **kwargs: P.kwargs) -> BlockingStream[T]: ...
+    @overload
+    def stream(
+        self, fn: Callable[P, Awaitable[AsyncIterable[T]]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> BlockingStream[T]: ...
+    def stream(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> BlockingStream[Any]:
+        """Iterate, from a plain thread, the items ``fn(*args, **kwargs)`` yields on the runtime loop.
+
+        *fn* is an async generator function (or returns any async iterable, or a coroutine
+        of one). The producer starts on the first ``next()`` (or entering ``with``), runs at
+        most ``config.stream_buffer`` items ahead of the consumer, and is closed on the
+        runtime loop, exactly once, however the consumer leaves. Set the buffer and the
+        per-item timeout with :meth:`BlockingStream.with_options`. Raises the producer's
+        own exception after the items made before it; :class:`StreamTimeoutError` if no
+        item comes within the per-item timeout (default ``config.operation_timeout``).
+        """
+        what = f"Stream({callable_name(fn)})"
+        return BlockingStream(
+            self, self._stream_factory(fn, args, kwargs), what, self.config.stream_buffer, self._op_timeout
+        )
+
+    @overload
+    def astream(self, fn: Callable[P, AsyncIterable[T]], /, *args: P.args, **kwargs: P.kwargs) -> AsyncStream[T]: ...
+    @overload
+    def astream(
+        self, fn: Callable[P, Awaitable[AsyncIterable[T]]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> AsyncStream[T]: ...
+    def astream(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> AsyncStream[Any]:
+        """:meth:`stream` for asyncio (any loop) and trio callers: ``async for item in ...``."""
+        what = f"Stream({callable_name(fn)})"
+        return AsyncStream(
+            self, self._stream_factory(fn, args, kwargs), what, self.config.stream_buffer, self._op_timeout
+        )
+
+    def _chat_stream_factory(self, agent_id: str, message: str) -> Callable[[int], ChatStream]:
+        ChatStream(agent_id, message, self._core.Channel(1))  # bad input fails here, at the call
+        return lambda buffer: ChatStream(agent_id, message, self._core.Channel(buffer), oneshot=self._oneshot())
+
+    def chat_stream(
+        self, agent_id: str, message: str, *, buffer: int | None = None, item_timeout: float | None = None
+    ) -> BlockingStream[str]:
+        """Stream agent *agent_id*'s reply to *message*, chunk by chunk, to a plain thread.
+
+        The agent's ``async def chat_stream(message)`` supplies the chunks; an agent with
+        only ``chat()`` streams its reply as one chunk. Otherwise a chat like any other:
+        spaced at its start, bounded as a whole by the chat timeout, ``before_chat`` and
+        ``after_chat`` (with the whole reply) fire once.
+        """
+        stream: BlockingStream[str] = BlockingStream(
+            self,
+            self._chat_stream_factory(agent_id, message),
+            f"ChatStream(agent={agent_id!r})",
+            self.config.stream_buffer,
+            self._op_timeout,
+        )
+        return stream.with_options(buffer=buffer, item_timeout=item_timeout)
+
+    def achat_stream(
+        self, agent_id: str, message: str, *, buffer: int | None = None, item_timeout: float | None = None
+    ) -> AsyncStream[str]:
+        """:meth:`chat_stream` for asyncio (any loop) and trio callers."""
+        stream: AsyncStream[str] = AsyncStream(
+            self,
+            self._chat_stream_factory(agent_id, message),
+            f"ChatStream(agent={agent_id!r})",
+            self.config.stream_buffer,
+            self._op_timeout,
+        )
+        return stream.with_options(buffer=buffer, item_timeout=item_timeout)
+
+    # -- agents ------------------------------------------------------------------------------
 
     def register_agent(
         self,

@@ -112,6 +112,14 @@ def test_full_buffer_refuses_puts_and_wakes_the_producer_once_when_drained(core:
     assert writable.calls == 1 and channel.writer_wakeups == 1  # not-full -> not-full wakes nobody
 
 
+def test_an_empty_take_never_hands_out_the_live_buffer(core: ModuleType) -> None:
+    """Regression: an empty take() once returned the list puts append to, so a batch was read twice."""
+    channel = core.Channel(4)
+    empty = channel.take()
+    channel.put("late")
+    assert empty == [] and channel.take() == ["late"]
+
+
 def test_the_producer_never_runs_more_than_capacity_ahead_of_what_was_used(core: ModuleType) -> None:
     channel = core.Channel(4)
     produced = used = 0

@@ -1,0 +1,104 @@
+"""The producing end of a stream; runs on the runtime loop thread only.
+
+A stream's producer is an async iterable on the runtime loop; its items cross to the
+consumer through a :class:`~agybridge.Channel`. The producer is advanced only while the
+channel has room (it checks before computing the next item, so it never runs more than
+the buffer ahead of the consumer) and parks on a future the consumer's ``take`` wakes.
+Ending the channel is not done here: the runtime ends it with the command's outcome (see
+:func:`end_channel_with`), so a stream ends exactly when its command does, whatever the
+reason (exhausted, failed, cancelled, shut down, the runtime died).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator
+from typing import Any
+
+from agybridge._select import Channel, Oneshot
+from agybridge.commands import Stream
+from agybridge.errors import CommandCancelledError
+
+__all__ = ["end_channel_with", "open_source", "pump", "run_stream"]
+
+
+def _set_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def _room(channel: Channel) -> None:
+    """Wait until the consumer frees room (or leaves)."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        # Runs on the consumer's thread (inside its take() or cancel()).
+        try:
+            loop.call_soon_threadsafe(_set_done, fut)
+        except RuntimeError:
+            pass  # the runtime loop is closed: nothing is waiting any more
+
+    if channel.notify_writable(wake):
+        await fut
+
+
+async def pump(channel: Channel, items: AsyncIterator[Any]) -> None:
+    """Move items from *items* into *channel* until it is exhausted or the consumer leaves."""
+    while not channel.cancelled:
+        if channel.full():
+            await _room(channel)
+            continue
+        try:
+            item = await items.__anext__()
+        except StopAsyncIteration:
+            return
+        if not channel.put(item):
+            return  # the consumer left while the item was being made
+
+
+async def open_source(source: Any, what: str) -> AsyncIterator[Any]:
+    """The async iterator behind *source*: an async iterable, or an awaitable of one."""
+    if not hasattr(source, "__aiter__") and inspect.isawaitable(source):
+        source = await source
+    if not hasattr(source, "__aiter__"):
+        raise TypeError(
+            f"{what} must give an async iterable (an async generator function, or a coroutine "
+            f"function returning an async iterable), but it gave {type(source).__name__} {source!r}"
+        )
+    iterator: AsyncIterator[Any] = source.__aiter__()
+    return iterator
+
+
+async def close_source(items: AsyncIterator[Any]) -> None:
+    """Close *items* on this loop (its ``finally`` blocks run here); a no-op when it finished."""
+    aclose = getattr(items, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+async def run_stream(cmd: Stream) -> None:
+    """The handler of :class:`~agybridge.commands.Stream` commands."""
+    items = await open_source(cmd.fn(*cmd.args, **cmd.kwargs), cmd.describe())
+    try:
+        await pump(cmd.channel, items)
+    finally:
+        await close_source(items)
+
+
+def end_channel_with(channel: Channel, what: str) -> Any:
+    """A done callback for a stream command's oneshot: end *channel* with its outcome.
+
+    A result ends the stream cleanly (the producer is exhausted), an exception ends it with
+    that exception after the items already buffered, a cancellation with
+    :class:`CommandCancelledError`. If the consumer already left, nothing happens.
+    """
+
+    def end(shot: Oneshot) -> None:
+        if shot.cancelled():
+            channel.finish(CommandCancelledError(f"{what} was cancelled"))
+        else:
+            channel.finish(shot.exception(0))
+
+    return end
