@@ -56,7 +56,7 @@ nitpick_ignore_regex = [("py:class", r"pydantic(_ai)?\..*")]
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_typehints_format = "short"
-autodoc_default_options = {"members": True, "show-inheritance": True}
+autodoc_default_options = {"members": True}
 autodoc_preserve_defaults = True
 
 # CI has no network: the inventories of Python, trio and anyio are shipped in the repository

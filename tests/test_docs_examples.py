@@ -62,3 +62,21 @@ def test_docs_block_runs(page: str, index: int, block: str, tmp_path: Path) -> N
     # Outside the source tree, so the installed package is what the example imports.
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, f"{page} block {index} failed:\n{block}\n{proc.stderr}"
+
+
+def test_every_test_the_guarantees_page_names_exists() -> None:
+    tests_dir = Path(__file__).resolve().parent
+    page = (DOCS / "guarantees.md").read_text()
+    named = re.findall(r"`(test_[\w*]+\.py)(?:::(test_[\w*]+))?`", page)
+    assert len(named) >= 10
+    missing = []
+    for file_pattern, test_pattern in named:
+        files = sorted(tests_dir.glob(file_pattern))
+        if not files:
+            missing.append(file_pattern)
+            continue
+        if test_pattern:
+            wanted = re.compile(r"^\s*(?:async )?def " + test_pattern.replace("*", r"\w*") + r"\(", re.M)
+            if not any(wanted.search(f.read_text()) for f in files):
+                missing.append(f"{file_pattern}::{test_pattern}")
+    assert not missing, f"docs/guarantees.md names tests that do not exist: {missing}"
