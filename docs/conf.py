@@ -8,6 +8,11 @@ fails it). Autodoc imports the *installed* agybridge: install it first with
 
 from __future__ import annotations
 
+from typing import Any
+
+from docutils import nodes
+from sphinx import addnodes
+
 import agybridge
 
 project = "agybridge"
@@ -44,7 +49,6 @@ nitpick_ignore = [
     ("py:class", "ModuleType"),
     ("py:class", "Implementation"),
     ("py:data", "OPERATION_TIMEOUT_MARGIN_SECS"),
-    ("py:class", "agybridge.errors._KeyErrorMessage"),
     ("py:class", "ToolCall"),
     ("py:class", "Agent"),
     ("py:class", "kind"),
@@ -73,3 +77,32 @@ html_theme = "furo"
 html_title = f"agybridge {release}"
 html_static_path: list[str] = []
 html_show_sourcelink = False
+
+
+def _public_bases(app: Any, name: str, obj: type, options: Any, bases: list[type]) -> None:
+    """Show a private base class (``_KeyErrorMessage``) as the public bases it stands for."""
+    public: list[type] = []
+    for base in bases:
+        for shown in base.__bases__ if base.__name__.startswith("_") else (base,):
+            if shown not in public:
+                public.append(shown)
+    bases[:] = public
+
+
+def _drop_constructor_return_type(app: Any, doctree: nodes.document) -> None:
+    """Drop the "Return type: None" autodoc derives from ``__init__`` for classes and exceptions."""
+    for desc in doctree.findall(addnodes.desc):
+        if desc.get("objtype") not in ("class", "exception"):
+            continue
+        content = desc.children[-1]
+        for field_list in [child for child in content.children if isinstance(child, nodes.field_list)]:
+            for field in list(field_list.children):
+                if field[0].astext() == "Return type" and field[1].astext().strip() == "None":
+                    field_list.remove(field)
+            if not field_list.children:
+                content.remove(field_list)
+
+
+def setup(app: Any) -> None:
+    app.connect("autodoc-process-bases", _public_bases)
+    app.connect("doctree-read", _drop_constructor_return_type)
