@@ -380,7 +380,7 @@ class PythonRuntime:
         of one). The producer starts on the first ``next()`` (or entering ``with``), runs at
         most ``config.stream_buffer`` items ahead of the consumer, and is closed on the
         runtime loop, exactly once, however the consumer leaves. Set the buffer and the
-        per-item timeout with :meth:`BlockingStream.with_options`. Raises the producer's
+        per-item timeout with :meth:`~agybridge.BlockingStream.with_options`. Raises the producer's
         own exception after the items made before it; :class:`StreamTimeoutError` if no
         item comes within the per-item timeout (default ``config.operation_timeout``).
         """

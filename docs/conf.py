@@ -38,7 +38,11 @@ nitpick_ignore = [
     # Type variables and private aliases that appear in signatures but are not public names.
     ("py:class", "T"),
     ("py:class", "agybridge.runtime.T"),
+    ("py:class", "agybridge._stream_consumer.S"),
+    ("py:class", "agybridge._stream_consumer.T"),
     ("py:class", "agybridge.state.HostLoop"),
+    ("py:class", "agybridge._backends._common.HostLoop"),
+    ("py:class", "FunctionModel"),
     ("py:class", "HostLoop"),
     ("py:class", "agybridge.state.BridgeStats"),
     ("py:class", "Hook"),
@@ -83,7 +87,9 @@ def _public_bases(app: Any, name: str, obj: type, options: Any, bases: list[type
     """Show a private base class (``_KeyErrorMessage``) as the public bases it stands for."""
     public: list[type] = []
     for base in bases:
-        for shown in base.__bases__ if base.__name__.startswith("_") else (base,):
+        origin = getattr(base, "__origin__", base)  # a parametrized generic such as _StreamBase[T]
+        private = getattr(origin, "__name__", "").startswith("_")
+        for shown in getattr(origin, "__orig_bases__", origin.__bases__) if private else (base,):
             if shown not in public:
                 public.append(shown)
     bases[:] = public
