@@ -1,0 +1,45 @@
+"""The agent every service mode asks: it answers at once, or after awaiting a stand-in for model I/O."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+#: Environment variables the orchestrator (run.py) sets for each server it starts.
+MODE_ENV = "AGY_SERVICE_MODE"
+DELAY_ENV = "AGY_SERVICE_DELAY"
+AGENT_ID = "echo"
+
+
+def configured_mode(default: str) -> str:
+    return os.environ.get(MODE_ENV, default)
+
+
+def configured_delay() -> float:
+    return float(os.environ.get(DELAY_ENV, "0"))
+
+
+def reply_to(message: str) -> str:
+    """The reply body; run.py checks it once per server so a mode cannot answer wrongly and fast."""
+    return f"reply to {message}"
+
+
+class EchoAgent:
+    """An agent whose model call is ``asyncio.sleep(delay)``: with delay 0 it answers at once."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    async def chat(self, message: str) -> str:
+        if self.delay > 0:
+            await asyncio.sleep(self.delay)
+        return reply_to(message)
+
+
+def message_of(query_string: str) -> str:
+    """The ``m=`` parameter of a query string; cheap on purpose, every mode pays the same."""
+    for part in query_string.split("&"):
+        key, _, value = part.partition("=")
+        if key == "m":
+            return value
+    return "hello"
