@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from agent import AGENT_ID, EchoAgent, configured_delay, configured_mode, message_of
+from agent import AGENT_ID, EchoAgent, configured_delay, configured_mode, message_of, runtime_config, save_metrics
 
 MODE = configured_mode("direct")
 DELAY = configured_delay()
@@ -31,16 +31,20 @@ async def _startup() -> None:
     if MODE == "direct":
         _ask = EchoAgent(DELAY).chat
     elif MODE == "achat":
-        from agybridge import PythonRuntime, RuntimeConfig
+        from agybridge import PythonRuntime
 
-        runtime = PythonRuntime(RuntimeConfig(inter_agent_delay=0, max_in_flight=100_000)).start()
+        runtime = PythonRuntime(runtime_config()).start()
         await runtime.aregister_agent(AGENT_ID, lambda: EchoAgent(DELAY))
         achat = runtime.achat
 
         async def ask_bridge(message: str) -> str:
             return await achat(AGENT_ID, message)
 
-        _ask, _close = ask_bridge, runtime.ashutdown
+        async def close_bridge() -> None:
+            save_metrics(runtime)
+            await runtime.ashutdown()
+
+        _ask, _close = ask_bridge, close_bridge
     else:
         raise ValueError(f"unknown ASGI mode {MODE!r}; expected one of {MODES}")
 

@@ -65,6 +65,7 @@ class Result:
     p99_ms: float
     errors: int  # socket errors plus non-2xx responses
     cpu_us_per_request: float  # server CPU (all its processes, user + system) per request
+    wakeups_per_command: float | None  # agybridge runtime wake-ups per command (bridged modes)
     repeats: list[float] = field(default_factory=list)  # req/s of every repeat (the median is kept)
 
 
@@ -158,10 +159,14 @@ def session_cpu_seconds(sid: int) -> float:
 
 
 @contextlib.contextmanager
-def running_server(server: str, mode: str, delay: float, log_path: Path) -> Iterator[tuple[int, int]]:
+def running_server(
+    server: str, mode: str, delay: float, log_path: Path, runtime_options: dict[str, Any]
+) -> Iterator[tuple[int, int]]:
     """Start one server (its own session, loopback only), wait until it answers, always stop it."""
     port = free_port()
     env = dict(os.environ, AGY_SERVICE_MODE=mode, AGY_SERVICE_DELAY=repr(delay), PYTHONUNBUFFERED="1")
+    env["AGY_SERVICE_RUNTIME_OPTIONS"] = json.dumps(runtime_options)
+    env["AGY_SERVICE_METRICS_FILE"] = str(log_path.with_suffix(".metrics.json"))
     with log_path.open("w") as log:
         proc = subprocess.Popen(
             server_command(server, port), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -234,7 +239,7 @@ def wrk(port: int, connections: int, seconds: float, threads: int) -> str:
         "-c",
         str(connections),
         "-d",
-        f"{seconds:g}s",
+        f"{max(1, round(seconds))}s",  # wrk takes whole seconds
         "--timeout",
         "5s",
         f"http://127.0.0.1:{port}/chat?m=hello",
@@ -249,7 +254,7 @@ def measure(
     server: str, mode: str, *, delay: float, connections: int, args: argparse.Namespace, logs: Path
 ) -> dict[str, float]:
     log_path = logs / f"{server}-{mode}-{delay * 1e3:g}ms-c{connections}.log"
-    with running_server(server, mode, delay, log_path) as (port, sid):
+    with running_server(server, mode, delay, log_path, args.runtime_options) as (port, sid):
         if args.warmup > 0:
             wrk(port, connections, args.warmup, args.wrk_threads)
         cpu_before = session_cpu_seconds(sid)
@@ -258,6 +263,10 @@ def measure(
     (logs / (log_path.stem + ".wrk.txt")).write_text(output)
     parsed = parse_wrk(output)
     parsed["cpu_us_per_request"] = cpu / max(parsed["requests"], 1.0) * 1e6
+    metrics_path = log_path.with_suffix(".metrics.json")
+    if metrics_path.exists():  # bridged modes: queue wake-ups per command, over the server's life
+        counters = json.loads(metrics_path.read_text())
+        parsed["wakeups_per_command"] = counters["wakeups"] / max(counters["submitted"], 1)
     return parsed
 
 
@@ -328,15 +337,19 @@ def verdicts(results: list[Result]) -> list[Verdict]:
 
 
 def table(results: list[Result]) -> list[str]:
-    header = "| server | mode | agent | conns | req/s | p50 ms | p90 ms | p99 ms | CPU us/req | vs ceiling | errors |"
+    header = (
+        "| server | mode | agent | conns | req/s | p50 ms | p90 ms | p99 ms | CPU us/req | wake-ups/chat "
+        "| vs ceiling | errors |"
+    )
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     ceilings = {(r.server, r.delay_ms, r.connections): r.rps for r in results if r.mode in ("none", "direct")}
     for r in results:
         ceiling = ceilings.get((r.server, r.delay_ms, r.connections))
         vs = f"{r.rps / ceiling:.2f}x" if ceiling else "-"
+        wakeups = "-" if r.wakeups_per_command is None else f"{r.wakeups_per_command:.2f}"
         lines.append(
             f"| {r.server} | {r.mode} | {r.delay_ms:g} ms | {r.connections} | {r.rps:,.0f} | {r.p50_ms:.2f} | "
-            f"{r.p90_ms:.2f} | {r.p99_ms:.2f} | {r.cpu_us_per_request:.0f} | {vs} | {r.errors} |"
+            f"{r.p90_ms:.2f} | {r.p99_ms:.2f} | {r.cpu_us_per_request:.0f} | {wakeups} | {vs} | {r.errors} |"
         )
     return lines
 
@@ -352,12 +365,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default 1: the machine is small)")
     parser.add_argument("--only", default="", help="comma-separated modes to run (default all)")
     parser.add_argument("--out", default="service-bench", help="directory for service.json, service.md and logs")
+    parser.add_argument(
+        "--runtime-option",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a RuntimeConfig field for the bridged modes, e.g. loop_spin=5e-05 (repeatable)",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
     args.connections = [int(c) for c in (args.connections or ("16" if args.quick else "4,16,64")).split(",")]
     args.duration = args.duration if args.duration is not None else (3.0 if args.quick else 10.0)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)
     args.delays = [float(d) / 1e3 for d in args.delays.split(",")]
+    args.runtime_options = {}
+    for option in args.runtime_option:
+        name, _, value = option.partition("=")
+        args.runtime_options[name] = json.loads(value)
     return args
 
 
@@ -374,6 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         wanted = set(args.only.split(","))
         modes = [(s, m) for s, m in modes if m in wanted]
     started = time.monotonic()
+    load_at_start = os.getloadavg()[0]
     results: list[Result] = []
     # Modes run back to back at each point, so that their ratios are taken minutes apart at
     # most on a shared machine; the order alternates between repeats.
@@ -407,6 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         p99_ms=mid.get("p99_ms", float("nan")),
                         errors=int(sum(s["errors"] for s in samples)),
                         cpu_us_per_request=mid["cpu_us_per_request"],
+                        wakeups_per_command=mid.get("wakeups_per_command"),
                         repeats=[s["rps"] for s in samples],
                     )
                 )
@@ -414,11 +440,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     found = verdicts(results)
     import agybridge
 
+    load = os.getloadavg()
     setup = (
         f"gunicorn 1 worker gthread {GUNICORN_THREADS} threads; uvicorn 1 worker asyncio loop httptools; "
         f"wrk {args.wrk_threads} thread(s), {args.duration:g} s runs after {args.warmup:g} s warm-up, "
         f"median of {args.repeat}; {os.cpu_count()} CPUs shared by server and wrk; "
-        f"Python {platform.python_version()}, agybridge core {agybridge.IMPLEMENTATION}"
+        f"Python {platform.python_version()}, agybridge core {agybridge.IMPLEMENTATION}; "
+        f"runtime options {args.runtime_options or 'default'}; load average at start {load_at_start:.1f}, "
+        f"at end {load[0]:.1f}"
     )
     lines = [f"Setup: {setup}", "", *table(results), "", "Targets (issue 17, point 5):", ""]
     lines += [f"- {v.describe()}" for v in found]

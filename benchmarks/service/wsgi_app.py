@@ -22,7 +22,16 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from agent import AGENT_ID, EchoAgent, configured_delay, configured_mode, message_of, reply_to
+from agent import (
+    AGENT_ID,
+    EchoAgent,
+    configured_delay,
+    configured_mode,
+    message_of,
+    reply_to,
+    runtime_config,
+    save_metrics,
+)
 
 MODE = configured_mode("none")
 DELAY = configured_delay()
@@ -43,17 +52,20 @@ def _build(mode: str, delay: float) -> tuple[Callable[[str], str], Callable[[], 
 
         return ask_plain, lambda: None
     if mode == "agybridge":
-        from agybridge import PythonRuntime, RuntimeConfig
+        from agybridge import PythonRuntime
 
-        # inter_agent_delay=0: the default spacing of chat starts (50 ms) would throttle a service.
-        runtime = PythonRuntime(RuntimeConfig(inter_agent_delay=0, max_in_flight=100_000)).start()
+        runtime = PythonRuntime(runtime_config()).start()
         runtime.register_agent(AGENT_ID, lambda: EchoAgent(delay))
         chat = runtime.chat
 
         def ask_bridge(message: str) -> str:
             return chat(AGENT_ID, message)
 
-        return ask_bridge, runtime.shutdown
+        def close_bridge() -> None:
+            save_metrics(runtime)
+            runtime.shutdown()
+
+        return ask_bridge, close_bridge
     if mode == "rcts":
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="service-loop", daemon=True)
