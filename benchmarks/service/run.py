@@ -294,7 +294,7 @@ class Verdict:
         gap = (self.ratio - self.target) / self.target * 100
         state = "met" if self.met else "MISSED"
         return (
-            f"{state:6s} {self.name:44s} agent {self.delay_ms:g} ms, c={self.connections:<3d} "
+            f"{state:6s} {self.name:46s} agent {self.delay_ms:g} ms, c={self.connections:<3d} "
             f"{self.ratio:5.2f}x (target >= {self.target:g}x, {gap:+.0f}%)"
         )
 
