@@ -1,0 +1,71 @@
+"""The agent every service mode asks: it answers at once, or after awaiting a stand-in for model I/O."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Any
+
+#: Environment variables the orchestrator (run.py) sets for each server it starts.
+MODE_ENV = "AGY_SERVICE_MODE"
+DELAY_ENV = "AGY_SERVICE_DELAY"
+RUNTIME_OPTIONS_ENV = "AGY_SERVICE_RUNTIME_OPTIONS"  # JSON object of RuntimeConfig fields
+METRICS_ENV = "AGY_SERVICE_METRICS_FILE"  # where a bridged server leaves its runtime's counters
+AGENT_ID = "echo"
+
+
+def configured_mode(default: str) -> str:
+    return os.environ.get(MODE_ENV, default)
+
+
+def configured_delay() -> float:
+    return float(os.environ.get(DELAY_ENV, "0"))
+
+
+def runtime_config() -> Any:
+    """The agybridge RuntimeConfig every bridged mode uses; run.py's --runtime-option sets fields.
+
+    inter_agent_delay=0: the default spacing of chat starts (50 ms), a rate limit for model
+    APIs, would throttle a service.
+    """
+    from agybridge import RuntimeConfig
+
+    options: dict[str, Any] = {"inter_agent_delay": 0.0, "max_in_flight": 100_000}
+    options.update(json.loads(os.environ.get(RUNTIME_OPTIONS_ENV, "{}")))
+    return RuntimeConfig(**options)
+
+
+def save_metrics(runtime: Any) -> None:
+    """Leave the runtime's counters (commands, queue wake-ups) for run.py, when it asked for them."""
+    path = os.environ.get(METRICS_ENV)
+    if path:
+        metrics = runtime.metrics()
+        with open(path, "w") as out:
+            json.dump({"submitted": metrics.submitted, "wakeups": metrics.wakeups}, out)
+
+
+def reply_to(message: str) -> str:
+    """The reply body; run.py checks it once per server so a mode cannot answer wrongly and fast."""
+    return f"reply to {message}"
+
+
+class EchoAgent:
+    """An agent whose model call is ``asyncio.sleep(delay)``: with delay 0 it answers at once."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    async def chat(self, message: str) -> str:
+        if self.delay > 0:
+            await asyncio.sleep(self.delay)
+        return reply_to(message)
+
+
+def message_of(query_string: str) -> str:
+    """The ``m=`` parameter of a query string; cheap on purpose, every mode pays the same."""
+    for part in query_string.split("&"):
+        key, _, value = part.partition("=")
+        if key == "m":
+            return value
+    return "hello"
