@@ -28,9 +28,11 @@ def plot(results: list[Series], path: Path) -> bool:
     latency = [s for s in results if s.unit == "s/op" and not s.scenario.startswith(("micro", "in flight"))]
     throughput = [s for s in results if s.unit == "ops/s"]
     scaling = [s for s in results if s.scenario.startswith("in flight")]
-    fig, axes = plt.subplots(1, 3, figsize=(20, 9))
+    fig, axes = plt.subplots(
+        1, 3, figsize=(20, max(6.0, 0.2 * len(latency))), gridspec_kw={"width_ratios": [1.9, 1, 1]}
+    )
     ax = axes[0]
-    labels = [f"{s.scenario}\n{s.contender}" for s in latency]
+    labels = [f"{s.scenario} | {s.contender}" for s in latency]
     ax.barh(
         range(len(latency)),
         [s.p50() * 1e6 for s in latency],
@@ -39,7 +41,8 @@ def plot(results: list[Series], path: Path) -> bool:
     )
     ax.set_yticks(range(len(latency)), labels, fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("round trip, us (bar p50, whisker p99)")
+    ax.set_xscale("log")
+    ax.set_xlabel("round trip, us, log scale (bar p50, whisker p99)")
     ax.set_title("Round trips (lower is better)")
     ax = axes[1]
     contenders = sorted({s.contender for s in throughput})
