@@ -85,10 +85,10 @@ TARGETS: list[Target] = _floor_targets() + _peer_targets()
 
 #: Not targets: does uvloop speed the runtime up? (ratio stock / uvloop, > 1 means it wins)
 UVLOOP_CHECKS: list[Target] = [
-    Target(f"{scenario}: uvloop speed-up", scenario, COMPILED, UVLOOP, 1.0, at_least=True)
+    Target(f"{scenario}: stock / uvloop", scenario, COMPILED, UVLOOP, 1.0, at_least=True)
     for scenario in (SYNC, SPACED, ASYNCIO, TRIO, "in flight 1", "in flight 10000")
 ] + [
-    Target(f"{scenario}: uvloop speed-up", scenario, UVLOOP, COMPILED, 1.0, at_least=True)
+    Target(f"{scenario}: uvloop / stock", scenario, UVLOOP, COMPILED, 1.0, at_least=True)
     for scenario in ("throughput 1 threads", "throughput 8 threads")
 ]
 
