@@ -24,14 +24,18 @@ from agybridge.bench._cli import add_arguments, main, run_from_args
 from agybridge.bench._floors import AsyncioFloor, LockFloor, ThroughputFloor
 from agybridge.bench._run import run_bench
 from agybridge.bench._stats import BenchOptions, Series
+from agybridge.bench._targets import TARGETS, Target, evaluate
 
 __all__ = [
+    "TARGETS",
     "AsyncioFloor",
     "BenchOptions",
     "LockFloor",
     "Series",
+    "Target",
     "ThroughputFloor",
     "add_arguments",
+    "evaluate",
     "main",
     "run_bench",
     "run_from_args",
