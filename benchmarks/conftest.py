@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
 
 from agybridge import PythonRuntime, RuntimeConfig
+from agybridge._select import load_core
 
 
 @pytest.fixture(params=["cython", "python"])
 def core(request: pytest.FixtureRequest) -> ModuleType:
-    module = "agybridge._core" if request.param == "cython" else "agybridge._core_py"
     try:
-        return importlib.import_module(module)
+        return load_core(request.param)
     except ImportError as exc:
         pytest.skip(f"compiled core not built: {exc}")
 
