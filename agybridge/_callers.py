@@ -79,7 +79,8 @@ def _host_key(host: HostLoop | None) -> object | None:
     if isinstance(host, AsyncioHost):
         return host.loop
     if isinstance(host, TrioHost):
-        return host.token
+        token: object = host.token
+        return token
     return None
 
 
@@ -91,7 +92,8 @@ def _running_host_key() -> object | None:
     if in_trio_run():
         import trio
 
-        return trio.lowlevel.current_trio_token()
+        token: object = trio.lowlevel.current_trio_token()
+        return token
     return None
 
 
@@ -114,7 +116,7 @@ class _Work:
             return
         try:
             result = self.ctx.run(self.fn)
-        except BaseException as exc:  # noqa: BLE001 - the tool call gets every outcome
+        except BaseException as exc:
             self.shot.set_exception(exc)
             if reraise and not isinstance(exc, Exception):
                 raise  # Ctrl-C in a blocked sync caller still interrupts it

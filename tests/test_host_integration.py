@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import trio
-from opentelemetry import trace
+from conftest import asyncio_host, in_thread, trio_host
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -32,7 +32,6 @@ from agybridge import (
     dispatch_tool,
 )
 from agybridge.state import AsyncioHost, TrioHost
-from conftest import asyncio_host, in_thread, trio_host
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -301,7 +300,7 @@ def _run_host_that_ends_with_a_queued_request(runtime: PythonRuntime, library: s
                 trio.run(host)
             else:
                 asyncio.run(host())
-        except BaseException as exc:  # noqa: BLE001 - the test reports it
+        except BaseException as exc:
             outcome.append(exc)
         else:
             outcome.append(None)
