@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -84,12 +85,22 @@ def _host_key(host: HostLoop | None) -> object | None:
     return None
 
 
+def _maybe_trio() -> bool:
+    """A cheap "might this thread be in a trio run?": trio names itself in sniffio's thread-local.
+
+    ``trio.lowlevel.in_trio_run()`` costs an AttributeError on every thread outside a run,
+    which every blocking call would pay once trio is imported; this check costs a dict look-up.
+    """
+    sniffio = sys.modules.get("sniffio")
+    return sniffio is not None and getattr(sniffio.thread_local, "name", None) == "trio"
+
+
 def _running_host_key() -> object | None:
     """The loop running on this thread (an asyncio loop or a trio run's token), or None."""
     loop = asyncio._get_running_loop()
     if loop is not None:
         return loop
-    if in_trio_run():
+    if _maybe_trio() and in_trio_run():
         import trio
 
         token: object = trio.lowlevel.current_trio_token()
@@ -276,7 +287,7 @@ def _refuse_chat_on_its_host(cmd: Chat, here: object) -> None:
 
 async def before_async_send(cmd: PyCommand) -> None:
     """For ``asend_command``, before submitting: trio's cancelled-scope rule, the loop caller."""
-    if in_trio_run():
+    if asyncio._get_running_loop() is None and in_trio_run():
         try:
             await checkpoint_if_cancelled()  # an already-cancelled scope never submits
         except BaseException:
