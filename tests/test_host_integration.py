@@ -572,3 +572,21 @@ def test_thread_sensitive_tool_without_a_chat_caller_fails_typed(runtime: Python
     runtime.register_agent("nocaller", lambda: CallingAgent("nocaller"), state)
     with pytest.raises(CallerGoneError, match="thread-sensitive"):
         runtime.run(dispatch_tool, "nocaller", "query")
+
+
+# ------------------------------------------------------------------------------------------
+# 6. Worker threads (process exit itself is tested in test_exit.py)
+# ------------------------------------------------------------------------------------------
+
+
+def test_sync_callbacks_run_in_daemon_workers_in_the_commands_context(runtime: PythonRuntime) -> None:
+    async def where() -> tuple[bool, str, str]:
+        loop = asyncio.get_running_loop()
+        REQUEST_ID.set("in-command")
+        thread = await loop.run_in_executor(None, threading.current_thread)
+        seen = await asyncio.to_thread(REQUEST_ID.get)
+        return thread.daemon, thread.name, seen
+
+    daemon, name, seen = runtime.run(where)
+    assert daemon and name.startswith("agy-bridge-worker")
+    assert seen == "in-command"
