@@ -15,8 +15,9 @@ command causes, in any task the agent spawns, finds it):
   blocked. ``chat()`` is refused up front when the agent's tools live there; any other
   blocking call fails the moment one of its tool calls is sent to the blocked loop.
 
-Both cost nothing on the fast path: no caller object is made unless the calling thread runs
-a loop, or a thread-sensitive tool exists and the chat's agent has one.
+Both cost nothing on the fast path: until a host loop or a thread-sensitive tool exists, a
+blocking caller checks one flag; after that, no caller object is made unless the calling
+thread runs a loop, or the chat's agent has a thread-sensitive tool.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from agybridge import _select
-from agybridge._backends import HostLoop, await_oneshot
+from agybridge._backends import HostLoop, _seen, await_oneshot
 from agybridge._backends._asyncio import AsyncioHost
 from agybridge._backends._trio import TrioHost, checkpoint_if_cancelled, in_trio_run
 from agybridge._loop_thread import current_owner
@@ -67,6 +68,7 @@ def note_thread_sensitive() -> None:
     """A thread-sensitive tool or state was made: chats start looking for them."""
     global _thread_sensitive_seen
     _thread_sensitive_seen = True
+    _seen.enable()
 
 
 def _wants_caller_thread(agent_id: str) -> bool:
@@ -261,6 +263,8 @@ def blocking_caller(cmd: PyCommand) -> BlockingCaller | None:
     Raises :class:`DeadlockError` for a ``chat()`` made on the loop that hosts the agent's
     async tools.
     """
+    if not _seen.caller_checks:
+        return None  # the fast path: no host loop, no thread-sensitive tool anywhere
     here = _running_host_key()
     serves = _thread_sensitive_seen and type(cmd) is Chat and _wants_caller_thread(cmd.agent_id)
     if here is None and not serves:

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from agybridge._backends import _seen
 from agybridge._select import Oneshot
 from agybridge.errors import HostLoopError
 
@@ -163,6 +164,9 @@ class AsyncioHost:
     """Runs async tools as tasks on an asyncio loop owned by the host."""
 
     loop: asyncio.AbstractEventLoop
+
+    def __post_init__(self) -> None:
+        _seen.enable()  # blocking callers may now block this loop: they start checking
 
     def describe(self) -> str:
         """Names the loop in messages."""

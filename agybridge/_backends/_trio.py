@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from agybridge._backends import _seen
 from agybridge._select import Oneshot
 from agybridge.errors import HostLoopError
 
@@ -97,6 +98,9 @@ class TrioHost:
     """Runs async tools as trio system tasks in the host's trio run."""
 
     token: Any  # trio.lowlevel.TrioToken
+
+    def __post_init__(self) -> None:
+        _seen.enable()  # blocking callers may now block this loop: they start checking
 
     def describe(self) -> str:
         """Names the run in messages."""
