@@ -469,10 +469,14 @@ async def _run_tool(state: AgentBridgeState, agent_id: str, tool: Tool, args: di
 
 
 def _host_gone(host: HostLoop) -> HostLoopError | None:
-    why = host.gone()
+    # A host written before gone()/describe() existed is simply never reported gone.
+    gone = getattr(host, "gone", None)
+    why = gone() if callable(gone) else None
     if why is None:
         return None
-    return HostLoopError(f"the {host.describe()} this agent's async tools were registered from {why}")
+    describe = getattr(host, "describe", None)
+    name = describe() if callable(describe) else repr(host)
+    return HostLoopError(f"the {name} this agent's async tools were registered from {why}")
 
 
 async def dispatch_tool(agent_id: str, tool_name: str, context: str | bytes | Mapping[str, Any] | None = None) -> Any:
