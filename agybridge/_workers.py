@@ -57,8 +57,16 @@ class DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
                     name=f"{self._thread_name_prefix}_{n}",
                     daemon=True,
                 )
-                thread.start()
-                self._workers.append(thread)
+                try:
+                    thread.start()
+                except RuntimeError:
+                    # CPython 3.12.0-3.12.2 refuse new threads once the main thread has returned
+                    # (gh-113964): the workers already running take the job, if there are any.
+                    if not self._workers:
+                        future.cancel()  # never run by a worker started later
+                        raise
+                else:
+                    self._workers.append(thread)
         return future
 
     def _work(self) -> None:
