@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import concurrent.futures
 import contextvars
 import logging
 import os
@@ -23,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agybridge._select import Oneshot
+from agybridge._workers import DaemonExecutor
 from agybridge.errors import ForkedRuntimeError, RuntimeDiedError, RuntimeShutdownError
 
 __all__ = ["CLOSED", "DIED", "NEW", "RUNNING", "STOPPING", "LoopThread", "current_owner"]
@@ -103,7 +103,7 @@ class LoopThread:
         self._thread: threading.Thread | None = None
         self._ident: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._executor: DaemonExecutor | None = None
         #: Completed (with None) when the thread has finished; any thread may wait on it.
         self.stopped = stopped
 
@@ -256,9 +256,8 @@ class LoopThread:
             _on_thread.owner = self._owner
             loop = self._new_loop()
             asyncio.set_event_loop(loop)
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=self._worker_threads, thread_name_prefix="agy-bridge-worker"
-            )
+            # Daemon workers: a tool still running never holds the process's exit.
+            self._executor = DaemonExecutor(self._worker_threads, "agy-bridge-worker")
             loop.set_default_executor(self._executor)
             self._loop = loop
             self._ident = threading.get_ident()

@@ -16,6 +16,7 @@ __all__ = [
     "AgyBridgeError",
     "BridgeTimeoutError",
     "CallbackError",
+    "CallerGoneError",
     "ChatTimeoutError",
     "CommandCancelledError",
     "ConfigError",
@@ -110,11 +111,17 @@ class RuntimeBusyError(AgyBridgeError, RuntimeError):
 
 
 class DeadlockError(AgyBridgeError, RuntimeError):
-    """A blocking call was made from the runtime's own thread, where it could never finish."""
+    """A blocking call could never finish: it was made on the runtime's own thread, or on
+    the host loop (asyncio loop or trio run) that must run the async tools it needs."""
 
 
 class HostLoopError(AgyBridgeError, RuntimeError):
     """The host loop an async tool was registered from has closed or finished."""
+
+
+class CallerGoneError(AgyBridgeError, RuntimeError):
+    """A thread-sensitive tool could not run on its caller's thread: the caller that sent
+    the chat stopped waiting (timed out, cancelled), its loop is gone, or there is none."""
 
 
 class ForkedRuntimeError(AgyBridgeError, RuntimeError):

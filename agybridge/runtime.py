@@ -17,7 +17,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable
 from types import ModuleType, TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
-from agybridge import _select, _validate
+from agybridge import _callers, _select, _validate
 from agybridge._agents import AgentTable
 from agybridge._backends import await_oneshot, current_host
 from agybridge._dispatcher import Dispatcher, RuntimeMetrics
@@ -283,12 +283,15 @@ class PythonRuntime:
             return None
         if not isinstance(cmd, PyCommand):
             raise TypeError(f"expected {_COMMANDS}, not {cmd!r}")
+        # None unless this thread runs a loop or the chat may need this thread for a tool.
+        caller = _callers.blocking_caller(cmd)
         shot = cmd.oneshot
         try:
             # The submit is inside the guard too: Ctrl-C can land after the push but before
             # the wait, and the command must not keep running then.
             spin = caller_spin_budget(self._caller_spin, self._submit(cmd) + 1)
-            if not shot.wait(limit, spin) and shot.set_exception(self._timeout_error(cmd, limit)):
+            done = shot.wait(limit, spin) if caller is None else caller.wait(limit, spin)
+            if not done and shot.set_exception(self._timeout_error(cmd, limit)):
                 self._request_abort(cmd)
         except Exception as exc:
             # A refused submit (shut down, busy): the oneshot records the same outcome.
@@ -314,6 +317,7 @@ class PythonRuntime:
             await self.ashutdown(cmd.grace)
             cmd.oneshot.set_result(None)
             return None
+        await _callers.before_async_send(cmd)  # trio: a cancelled scope never submits
         try:
             ahead = self._submit(cmd)
         except Exception as exc:

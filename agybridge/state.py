@@ -9,7 +9,9 @@ slow step (a tool, a hook, a policy) runs after the lock is gone.
 Host-side work never runs on the runtime loop: synchronous tools, hooks and policies run in
 worker threads (the runtime's executor), and an async tool runs on the host loop it was
 registered from (an asyncio loop or a trio run), so the runtime loop keeps serving every
-other coroutine while a tool works.
+other coroutine while a tool works. A thread-sensitive sync tool runs on the thread of the
+caller whose chat caused it. Every callback runs in a copy of the context of the command
+that caused it, so the caller's context variables (a tracing span, say) reach it.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agybridge import _select
-from agybridge._backends import HostLoop, await_oneshot, current_host
+from agybridge import _callers, _select
+from agybridge._backends import HostLoop, current_host
 from agybridge._backends._asyncio import AsyncioHost
 from agybridge._backends._trio import TrioHost
 from agybridge._loop_thread import current_owner
@@ -32,6 +34,7 @@ from agybridge.errors import (
     CommandCancelledError,
     ContextError,
     HookError,
+    HostLoopError,
     PolicyDeniedError,
     PolicyError,
     UnknownToolError,
@@ -122,6 +125,12 @@ class Tool:
     parameters: Mapping[str, Any] = field(default_factory=dict)
     is_async: bool = False
     signature: inspect.Signature | None = None
+    #: Run this (sync) tool on the thread of the caller that sent the chat, never in a worker.
+    thread_sensitive: bool = False
+
+    def __post_init__(self) -> None:
+        if self.thread_sensitive:
+            _callers.note_thread_sensitive()
 
     @classmethod
     def from_function(
@@ -131,8 +140,13 @@ class Tool:
         name: str | None = None,
         description: str | None = None,
         parameters: Mapping[str, Any] | None = None,
+        thread_sensitive: bool = False,
     ) -> Tool:
-        """Describe *fn* as a tool; *name*, *description* and *parameters* default from it."""
+        """Describe *fn* as a tool; *name*, *description* and *parameters* default from it.
+
+        *thread_sensitive*: a sync tool that must run on the thread of the caller that sent
+        the chat (a sqlite connection, a thread-local, a GUI toolkit), never in a worker.
+        """
         if not callable(fn):
             raise TypeError(f"a tool must be callable, not {type(fn).__name__} {fn!r}")
         tool_name = name if name is not None else getattr(fn, "__name__", None)
@@ -147,7 +161,9 @@ class Tool:
             description = doc.strip().splitlines()[0] if doc.strip() else ""
         if parameters is None:
             parameters = _parameters_from_signature(signature) if signature is not None else {"type": "object"}
-        return cls(fn, tool_name, description, dict(parameters), _is_async_callable(fn), signature)
+        return cls(
+            fn, tool_name, description, dict(parameters), _is_async_callable(fn), signature, bool(thread_sensitive)
+        )
 
 
 @dataclass(frozen=True)
@@ -233,7 +249,12 @@ class AgentBridgeState:
         hooks: HookRunner | Mapping[str, Iterable[Hook]] | None = None,
         policies: PolicySet | Iterable[Policy] = (),
         host: HostLoop | None = None,
+        *,
+        thread_sensitive: bool = False,
     ) -> None:
+        self.thread_sensitive = bool(thread_sensitive)
+        if self.thread_sensitive:
+            _callers.note_thread_sensitive()
         self.tools: dict[str, Tool] = {}
         for tool in tools:
             self.add_tool(tool)
@@ -251,12 +272,23 @@ class AgentBridgeState:
         name: str | None = None,
         description: str | None = None,
         parameters: Mapping[str, Any] | None = None,
+        thread_sensitive: bool = False,
     ) -> Tool:
         """Register a tool (a :class:`Tool`, or a function described with :meth:`Tool.from_function`)."""
         if not isinstance(tool, Tool):
-            tool = Tool.from_function(tool, name=name, description=description, parameters=parameters)
+            tool = Tool.from_function(
+                tool, name=name, description=description, parameters=parameters, thread_sensitive=thread_sensitive
+            )
         self.tools[tool.name] = tool
         return tool
+
+    def runs_on_caller(self, tool: Tool) -> bool:
+        """Does *tool* run on its caller's thread (thread-sensitive, by itself or by this state)?"""
+        return not tool.is_async and (tool.thread_sensitive or self.thread_sensitive)
+
+    def has_thread_sensitive_tools(self) -> bool:
+        """True if a chat with this agent may need its caller's thread."""
+        return any(self.runs_on_caller(tool) for tool in list(self.tools.values()))
 
     def tool(self, agent_id: str, name: str) -> Tool:
         """The tool called *name*; :class:`UnknownToolError` lists the agent's tools otherwise."""
@@ -331,8 +363,9 @@ def _run_hooks_sync(agent_id: str, event: str, hooks: list[Hook], context: Mappi
 
 
 async def _in_worker(fn: Callable[..., Any], *args: Any) -> Any:
+    # run_in_executor copies no context: run the callback in a copy of the command's own.
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, fn, *args)
+    return await loop.run_in_executor(None, _callers.callback_context().run, fn, *args)
 
 
 async def dispatch_hook(agent_id: str, event: str, context: str | bytes | Mapping[str, Any] | None = None) -> None:
@@ -417,17 +450,33 @@ async def _confirm(state: AgentBridgeState, agent_id: str, tool_name: str, conte
         raise
 
 
-async def _run_tool(state: AgentBridgeState, tool: Tool, args: dict[str, Any]) -> Any:
+async def _run_tool(state: AgentBridgeState, agent_id: str, tool: Tool, args: dict[str, Any]) -> Any:
     if not tool.is_async:
+        call = functools.partial(tool.fn, **args)
+        if state.runs_on_caller(tool):
+            return await _callers.run_on_caller(call, agent_id, tool.name)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, functools.partial(tool.fn, **args))
+        return await loop.run_in_executor(None, _callers.callback_context().run, call)
     host = state.host
     if host is None:
         return await tool.fn(**args)
+    _callers.check_host_not_blocked(host, agent_id, tool.name)
     owner = current_owner()  # the runtime whose loop this is: its core makes the oneshot
     shot = owner.core.Oneshot() if owner is not None else _select.Oneshot()
-    cancel = host.spawn(tool.fn, args, shot)
-    return await await_oneshot(shot, None, TimeoutError, cancel)
+    cancel = host.spawn(tool.fn, args, shot, _callers.callback_context())
+    # A host loop that stops or closes after the call was sent would never answer: watch it.
+    return await _callers.watch_remote(shot, cancel, lambda: _host_gone(host))
+
+
+def _host_gone(host: HostLoop) -> HostLoopError | None:
+    # A host written before gone()/describe() existed is simply never reported gone.
+    gone = getattr(host, "gone", None)
+    why = gone() if callable(gone) else None
+    if why is None:
+        return None
+    describe = getattr(host, "describe", None)
+    name = describe() if callable(describe) else repr(host)
+    return HostLoopError(f"the {name} this agent's async tools were registered from {why}")
 
 
 async def dispatch_tool(agent_id: str, tool_name: str, context: str | bytes | Mapping[str, Any] | None = None) -> Any:
@@ -457,7 +506,7 @@ async def dispatch_tool(agent_id: str, tool_name: str, context: str | bytes | Ma
     if state.hooks.has("before_tool"):
         await fire_hook_quietly(state, agent_id, "before_tool", {"tool": tool_name, "args": args})
 
-    inner = asyncio.get_running_loop().create_task(_run_tool(state, tool, args))
+    inner = asyncio.get_running_loop().create_task(_run_tool(state, agent_id, tool, args))
     state._inflight.add(inner)
     try:
         await asyncio.wait((inner,))

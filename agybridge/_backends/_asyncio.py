@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from agybridge._backends import _seen
 from agybridge._backends._common import Abort, OnTimeout
 from agybridge._select import Oneshot
 from agybridge.errors import HostLoopError
@@ -126,9 +127,14 @@ async def await_oneshot(
     return shot.result(0)
 
 
-def _transfer_task(task: asyncio.Task[Any], shot: Oneshot) -> None:
+def _transfer_task(task: asyncio.Task[Any], shot: Oneshot, cancelled_by_us: list[bool]) -> None:
     if task.cancelled():
-        shot.cancel()
+        if cancelled_by_us[0]:
+            shot.cancel()
+        else:
+            # Nobody on the bridge cancelled it: the host loop is shutting down (asyncio.run
+            # cancels every task it leaves behind). The call failed; it was not withdrawn.
+            shot.set_exception(HostLoopError("the asyncio host loop cancelled the async tool while shutting down"))
     elif task.exception() is not None:
         shot.set_exception(task.exception())  # type: ignore[arg-type]
     else:
@@ -139,24 +145,66 @@ async def _as_coroutine(fn: Callable[..., Awaitable[Any]], kwargs: Mapping[str, 
     return await fn(**kwargs)
 
 
+def _create_task(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], ctx: contextvars.Context
+) -> asyncio.Task[T]:
+    if sys.version_info >= (3, 11):
+        return loop.create_task(coro, context=ctx)
+    return ctx.run(loop.create_task, coro)  # 3.10: the task copies the context it is made in
+
+
 @dataclass(frozen=True)
 class AsyncioHost:
     """Runs async tools as tasks on an asyncio loop owned by the host."""
 
     loop: asyncio.AbstractEventLoop
 
-    def spawn(self, fn: Callable[..., Awaitable[Any]], kwargs: Mapping[str, Any], shot: Oneshot) -> Callable[[], None]:
-        """Start ``fn(**kwargs)`` on the host loop, completing *shot*; return a canceller."""
+    def __post_init__(self) -> None:
+        _seen.enable()  # blocking callers may now block this loop: they start checking
+
+    def describe(self) -> str:
+        """Names the loop in messages."""
+        return f"asyncio loop {self.loop!r}"
+
+    def gone(self) -> str | None:
+        """Why the loop can no longer run a tool (closed, or stopped), or None while it runs.
+
+        A stopped loop would accept the callback and never run it, stalling the tool call
+        for the whole chat timeout; so "not running" counts as gone.
+        """
+        if self.loop.is_closed():
+            return "is closed"
+        if not self.loop.is_running():
+            return "is not running (it was stopped)"
+        return None
+
+    def spawn(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        kwargs: Mapping[str, Any],
+        shot: Oneshot,
+        context: contextvars.Context | None = None,
+    ) -> Callable[[], None]:
+        """Start ``fn(**kwargs)`` on the host loop in *context*, completing *shot*; return a canceller.
+
+        Raises :class:`HostLoopError` at once if the loop is closed or stopped.
+        """
+        why = self.gone()
+        if why is not None:
+            raise HostLoopError(f"the asyncio loop this agent's async tools were registered from {why}")
+        ctx = context if context is not None else contextvars.copy_context()
         holder: list[asyncio.Task[Any]] = []
+        cancelled_by_us = [False]
 
         def start() -> None:
             if shot.done():
                 return  # cancelled before it could start
-            task = self.loop.create_task(_as_coroutine(fn, kwargs))
+            task = _create_task(self.loop, _as_coroutine(fn, kwargs), ctx)
             holder.append(task)
-            task.add_done_callback(lambda t: _transfer_task(t, shot))
+            task.add_done_callback(lambda t: _transfer_task(t, shot, cancelled_by_us))
 
         def cancel_on_loop() -> None:
+            cancelled_by_us[0] = True
             if holder:
                 holder[0].cancel()
 

@@ -6,16 +6,18 @@ process that never uses trio never pays for importing it.
 
 from __future__ import annotations
 
+import contextvars
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from agybridge._backends import _seen
 from agybridge._backends._common import Abort, OnTimeout
 from agybridge._select import Oneshot
 from agybridge.errors import HostLoopError
 
-__all__ = ["TrioHost", "await_oneshot", "in_trio_run"]
+__all__ = ["TrioHost", "await_oneshot", "checkpoint_if_cancelled", "in_trio_run"]
 
 
 def in_trio_run() -> bool:
@@ -78,38 +80,97 @@ async def await_oneshot(
     return shot.result(0)
 
 
+def _noop() -> None:
+    pass
+
+
+async def checkpoint_if_cancelled() -> None:
+    """trio's rule for a call in a cancelled scope: raise ``Cancelled`` before doing anything."""
+    import trio
+
+    await trio.lowlevel.checkpoint_if_cancelled()
+
+
 @dataclass(frozen=True)
 class TrioHost:
     """Runs async tools as trio system tasks in the host's trio run."""
 
     token: Any  # trio.lowlevel.TrioToken
 
-    def spawn(self, fn: Callable[..., Awaitable[Any]], kwargs: Mapping[str, Any], shot: Oneshot) -> Callable[[], None]:
-        """Start ``fn(**kwargs)`` in the host's trio run, completing *shot*; return a canceller."""
+    def __post_init__(self) -> None:
+        _seen.enable()  # blocking callers may now block this loop: they start checking
+
+    def describe(self) -> str:
+        """Names the run in messages."""
+        return f"trio run {self.token!r}"
+
+    def gone(self) -> str | None:
+        """``"has finished"`` once the run takes no more callbacks, else None."""
         import trio
 
+        try:
+            self.token.run_sync_soon(_noop)
+        except trio.RunFinishedError:
+            return "has finished"
+        return None
+
+    def spawn(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        kwargs: Mapping[str, Any],
+        shot: Oneshot,
+        context: contextvars.Context | None = None,
+    ) -> Callable[[], None]:
+        """Start ``fn(**kwargs)`` in the host's trio run in *context*, completing *shot*; return a canceller.
+
+        A system task starts in the run's initial context, not the caller's, so the tool's
+        context is given explicitly. A run that has finished, or is ending, fails the call
+        with :class:`HostLoopError` (an exception escaping a ``run_sync_soon`` callback
+        would crash the host's own ``trio.run`` with ``TrioInternalError``).
+        """
+        import trio
+
+        ctx = context if context is not None else contextvars.copy_context()
         scopes: list[trio.CancelScope] = []
+        cancelled_by_us = [False]
+        ended = "the trio run this agent's async tools were registered from ended while the tool was running"
 
         async def runner() -> None:
-            with trio.CancelScope() as scope:
-                scopes.append(scope)
-                if shot.done():
-                    return
-                try:
-                    result = await fn(**kwargs)
-                except Exception as exc:  # noqa: BLE001 - a system task must never raise
-                    shot.set_exception(exc)
-                    return
-                shot.set_result(result)
-            if scope.cancelled_caught:
-                shot.cancel()
+            try:
+                with trio.CancelScope() as scope:
+                    scopes.append(scope)
+                    if shot.done():
+                        return
+                    try:
+                        result = await fn(**kwargs)
+                    except Exception as exc:  # noqa: BLE001 - a system task must never raise
+                        shot.set_exception(exc)
+                        return
+                    shot.set_result(result)
+            finally:
+                # Still pending: cancelled, by us (the call was withdrawn) or by the run ending.
+                if cancelled_by_us[0]:
+                    shot.cancel()
+                else:
+                    shot.set_exception(HostLoopError(ended))
+
+        def start() -> None:
+            if shot.done():
+                return
+            try:
+                trio.lowlevel.spawn_system_task(runner, context=ctx)
+            except RuntimeError:  # "Nursery is closed to new arrivals": the run is ending
+                shot.set_exception(
+                    HostLoopError("the trio run this agent's async tools were registered from is ending")
+                )
 
         try:
-            self.token.run_sync_soon(trio.lowlevel.spawn_system_task, runner)
+            self.token.run_sync_soon(start)
         except trio.RunFinishedError:
             raise HostLoopError("the trio run this agent's async tools were registered from has finished") from None
 
         def cancel_in_trio() -> None:
+            cancelled_by_us[0] = True
             if scopes:
                 scopes[0].cancel()
 
