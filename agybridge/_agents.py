@@ -16,10 +16,11 @@ from typing import Any
 
 from agybridge._backends._asyncio import bounded
 from agybridge._dispatcher import Handler
+from agybridge._select import AgentRegistry
 from agybridge.commands import Chat, PyCommand, RegisterAgent, UnregisterAgent
 from agybridge.config import RuntimeConfig
 from agybridge.errors import AgentAlreadyRegisteredError, ChatTimeoutError, CommandCancelledError, UnknownAgentError
-from agybridge.state import BRIDGE_STATE, AgentBridgeState, fire_hook_quietly
+from agybridge.state import BRIDGE_STATE, AgentBridgeState, _is_async_callable, fire_hook_quietly
 
 __all__ = ["AgentTable"]
 
@@ -39,7 +40,10 @@ class _AgentSlot:
 class AgentTable:
     """The agents of one runtime and the chat turns running on them."""
 
-    def __init__(self, config: RuntimeConfig) -> None:
+    def __init__(self, config: RuntimeConfig, registry: AgentRegistry | None = None) -> None:
+        #: The bridge states of these agents; only this table writes to it. A runtime passes
+        #: its own; a table with no runtime (tests on a plain loop) uses the default one.
+        self.registry = registry if registry is not None else BRIDGE_STATE.default
         self._chat_timeout = config.chat_timeout
         self._inter_agent_delay = config.inter_agent_delay
         self._close_limit = max(config.shutdown_grace, 0.1)
@@ -79,7 +83,7 @@ class AgentTable:
             slot.chats.pop(cmd, None)
 
     async def _turn(self, cmd: Chat, slot: _AgentSlot) -> str:
-        state = BRIDGE_STATE.find(cmd.agent_id)
+        state = self.registry.find(cmd.agent_id)
         if state is not None and state.hooks.has("before_chat"):
             await fire_hook_quietly(state, cmd.agent_id, "before_chat", {"message": cmd.message})
         try:
@@ -129,16 +133,20 @@ class AgentTable:
         if isinstance(agent, Awaitable):
             agent = await agent
         chat = getattr(agent, "chat", None)
-        if not callable(chat):
+        if not callable(chat) or not _is_async_callable(chat):
+            what = "a 'chat' that is not a coroutine function" if callable(chat) else "no 'chat' method"
             raise TypeError(
-                f"the factory for agent {cmd.agent_id!r} returned {type(agent).__name__}, "
-                "which has no 'async def chat(message)' method"
+                f"the factory for agent {cmd.agent_id!r} returned {type(agent).__name__}, which has "
+                f"{what}; agents must define 'async def chat(message) -> str'"
             )
         state = cmd.state if cmd.state is not None else AgentBridgeState()
-        BRIDGE_STATE.insert(cmd.agent_id, state, replace=cmd.replace)
-        if cmd.agent_id in self._slots:
-            await self.remove(cmd.agent_id, "it was replaced", keep_state=True)
+        self.registry.insert(cmd.agent_id, state, replace=cmd.replace)
+        # The new agent takes the slot before the old one is closed: a caller that gives up
+        # (timeout, cancel) during that close leaves the table and the registry agreeing.
+        old = self._slots.get(cmd.agent_id)
         self._slots[cmd.agent_id] = _AgentSlot(agent)
+        if old is not None:
+            await self._close_slot(cmd.agent_id, old, "it was replaced")
 
     async def unregister(self, cmd: UnregisterAgent) -> None:
         """Remove the agent: its chats fail, its tool calls are cancelled, it is closed."""
@@ -150,15 +158,18 @@ class AgentTable:
         """Drop *agent_id* (and, unless *keep_state*, its bridge state), then ``aclose()`` it."""
         slot = self._slots.pop(agent_id, None)
         if not keep_state:
-            state = BRIDGE_STATE.find(agent_id)
+            state = self.registry.find(agent_id)
             if state is not None:
                 try:
-                    BRIDGE_STATE.remove(agent_id)
+                    self.registry.remove(agent_id)
                 except UnknownAgentError:
                     pass
                 state.cancel_inflight()
-        if slot is None:
-            return
+        if slot is not None:
+            await self._close_slot(agent_id, slot, why)
+
+    async def _close_slot(self, agent_id: str, slot: _AgentSlot, why: str) -> None:
+        """Fail the chats of a slot already out of the table, then ``aclose()`` its agent."""
         for chat, task in list(slot.chats.items()):
             chat.oneshot.set_exception(
                 CommandCancelledError(f"agent {agent_id!r} went away while {chat.describe()} was in flight: {why}")
@@ -169,10 +180,44 @@ class AgentTable:
             try:
                 limit = self._close_limit
                 await bounded(aclose(), limit, lambda: TimeoutError(f"aclose() took over {limit} s"))
-            except Exception:
+            except asyncio.CancelledError:
+                raise
+            except BaseException:
                 logger.exception("agent %r: aclose() failed", agent_id)
 
     async def close_all(self, why: str) -> None:
-        """Remove every agent (shutdown)."""
+        """Remove every agent (shutdown); one agent's failure never stops the others closing."""
+        cancelled: asyncio.CancelledError | None = None
         for agent_id in list(self._slots):
-            await self.remove(agent_id, why)
+            try:
+                await self.remove(agent_id, why)
+            except asyncio.CancelledError as exc:
+                cancelled = exc  # finish closing the rest, then honour the cancellation
+        if cancelled is not None:
+            raise cancelled
+
+    def forget_all(self) -> list[tuple[str, _AgentSlot]]:
+        """Drop every agent and its bridge state at once, without awaiting (the loop died).
+
+        Their tool calls are cancelled; the slots are returned so the caller can still try
+        to fail their chats and ``aclose()`` them (:meth:`close_forgotten`).
+        """
+        forgotten = list(self._slots.items())
+        self._slots.clear()
+        for agent_id, _slot in forgotten:
+            state = self.registry.find(agent_id)
+            if state is not None:
+                try:
+                    self.registry.remove(agent_id)
+                except UnknownAgentError:
+                    pass
+                state.cancel_inflight()
+        return forgotten
+
+    async def close_forgotten(self, forgotten: list[tuple[str, _AgentSlot]], why: str) -> None:
+        """Best-effort ``aclose()`` of agents :meth:`forget_all` dropped."""
+        for agent_id, slot in forgotten:
+            try:
+                await self._close_slot(agent_id, slot, why)
+            except BaseException:
+                logger.exception("agent %r: closing after the runtime died failed", agent_id)

@@ -6,13 +6,20 @@ active commands, aborts the ones their callers gave up on, and accounts every ou
 exactly once. Which coroutine runs a command is not its business: the handler for each
 command type is given to it.
 
-Every method here runs on the loop thread, except :meth:`Dispatcher.metrics`,
-:meth:`Dispatcher.in_flight` and :meth:`Dispatcher.fail_queued` after the loop is gone.
+Every method here runs on the loop thread, except :meth:`Dispatcher.submit`,
+:meth:`Dispatcher.metrics`, :meth:`Dispatcher.in_flight` and :meth:`Dispatcher.fail_queued`
+after the loop is gone.
+
+The counters live under one small lock, taken once when a command is admitted and once
+when its outcome is counted: admission (check the bound, count the command in) is one
+step, so ``max_in_flight`` is a hard bound, and a :meth:`Dispatcher.metrics` snapshot
+always adds up (``submitted == finished + in_flight``).
 """
 
 from __future__ import annotations
 
 import asyncio
+from _thread import allocate_lock
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +27,13 @@ from typing import Any
 from agybridge._backends._asyncio import has_ready_work, start_task
 from agybridge._select import CommandQueue
 from agybridge.commands import PyCommand
-from agybridge.errors import ChatTimeoutError, OperationTimeoutError, RuntimeDiedError, RuntimeShutdownError
+from agybridge.errors import (
+    ChatTimeoutError,
+    OperationTimeoutError,
+    QueueClosedError,
+    RuntimeDiedError,
+    RuntimeShutdownError,
+)
 
 __all__ = ["Dispatcher", "Handler", "RuntimeMetrics"]
 
@@ -35,7 +48,8 @@ class RuntimeMetrics:
     ``submitted`` counts commands the runtime accepted; each ends in exactly one of
     ``completed`` (a result), ``failed`` (an exception), ``timed_out``, ``cancelled`` or
     ``shut_down`` (failed with ``RuntimeShutdownError``), or is still ``in_flight``
-    (``queued`` of those have not reached the loop yet). ``wakeups`` counts the times a
+    (about ``queued`` of those have not reached the loop yet). Every snapshot adds up:
+    ``submitted == finished + in_flight``. ``wakeups`` counts the times a
     submit had to wake the runtime loop; bursts share one.
     """
 
@@ -71,6 +85,8 @@ class Dispatcher:
         self._loop_spin = loop_spin
         self._loop: asyncio.AbstractEventLoop | None = None
         self._active: dict[PyCommand, asyncio.Task[Any]] = {}
+        self._counts = allocate_lock()  # guards the counters below, and nothing else
+        self._n_in_flight = 0  # accepted and not yet accounted: queued, drained or running
         self._n_submitted = 0
         self._n_completed = 0
         self._n_failed = 0
@@ -81,23 +97,47 @@ class Dispatcher:
     # -- any thread -------------------------------------------------------------------------
 
     def in_flight(self) -> int:
-        """Commands accepted and not finished: queued plus active."""
-        return len(self._queue) + len(self._active)
+        """Commands accepted and not finished: queued, drained or running."""
+        return self._n_in_flight
+
+    def submit(self, cmd: PyCommand, limit: int | None = None) -> int:
+        """Admit *cmd* and push it; return -1, or the count in flight if *limit* refused it.
+
+        Checking the bound and counting the command in are one step under the counters'
+        lock, so no burst of callers can overshoot *limit*. A refusal touches nothing else:
+        the loop never hears of it. Raises ``QueueClosedError`` (the command uncounted)
+        once the queue is closed.
+        """
+        with self._counts:
+            n = self._n_in_flight
+            if limit is not None and n >= limit:
+                return n
+            self._n_in_flight = n + 1
+            self._n_submitted += 1
+        try:
+            self._queue.push(cmd)
+        except QueueClosedError:
+            with self._counts:
+                self._n_in_flight -= 1
+                self._n_submitted -= 1
+            raise
+        return -1
 
     def metrics(self) -> RuntimeMetrics:
-        """A snapshot of the counters."""
+        """A consistent snapshot of the counters (``queued`` is read beside it, unlocked)."""
         queued = len(self._queue)
-        return RuntimeMetrics(
-            submitted=self._n_submitted + queued,
-            completed=self._n_completed,
-            failed=self._n_failed,
-            timed_out=self._n_timed_out,
-            cancelled=self._n_cancelled,
-            shut_down=self._n_shut_down,
-            in_flight=queued + len(self._active),
-            wakeups=self._queue.wakeups,
-            queued=queued,
-        )
+        with self._counts:
+            return RuntimeMetrics(
+                submitted=self._n_submitted,
+                completed=self._n_completed,
+                failed=self._n_failed,
+                timed_out=self._n_timed_out,
+                cancelled=self._n_cancelled,
+                shut_down=self._n_shut_down,
+                in_flight=self._n_in_flight,
+                wakeups=self._queue.wakeups,
+                queued=min(queued, self._n_in_flight),
+            )
 
     # -- loop thread ------------------------------------------------------------------------
 
@@ -117,7 +157,6 @@ class Dispatcher:
         batch = self._queue.drain(spin)
         if not batch:
             return  # the queue marked us idle: the next push wakes us again
-        self._n_submitted += len(batch)
         for cmd in batch:
             if cmd.oneshot.done():
                 self.account(cmd)  # cancelled or timed out while still queued
@@ -142,7 +181,9 @@ class Dispatcher:
             shot.set_exception(exc)
         else:
             if shot.set_result(result):
-                self._n_completed += 1  # the common case, counted without inspecting the oneshot
+                with self._counts:  # the common case, counted without inspecting the oneshot
+                    self._n_completed += 1
+                    self._n_in_flight -= 1
                 if self._active:
                     self._active.pop(cmd, None)
                 return
@@ -174,29 +215,27 @@ class Dispatcher:
     def account(self, cmd: PyCommand) -> None:
         """Count the outcome the oneshot holds; called once per command."""
         shot = cmd.oneshot
-        if shot.cancelled():
-            self._n_cancelled += 1
-            return
-        exc = shot.exception(0)
-        if exc is None:
-            self._n_completed += 1
-        elif isinstance(exc, (OperationTimeoutError, ChatTimeoutError)):
-            self._n_timed_out += 1
-        elif isinstance(exc, RuntimeShutdownError):
-            self._n_shut_down += 1
-        else:
-            self._n_failed += 1
+        exc = None if shot.cancelled() else shot.exception(0)
+        with self._counts:
+            self._n_in_flight -= 1
+            if shot.cancelled():
+                self._n_cancelled += 1
+            elif exc is None:
+                self._n_completed += 1
+            elif isinstance(exc, (OperationTimeoutError, ChatTimeoutError)):
+                self._n_timed_out += 1
+            elif isinstance(exc, RuntimeShutdownError):
+                self._n_shut_down += 1
+            else:
+                self._n_failed += 1
 
     def fail_queued(self, leftovers: list[PyCommand]) -> None:
         """Fail commands the closed queue handed back: they never reached the loop."""
-        self._n_submitted += len(leftovers)
         for cmd in leftovers:
-            if cmd.oneshot.set_exception(
+            cmd.oneshot.set_exception(
                 RuntimeShutdownError(f"{cmd.describe()} was still queued when the runtime shut down")
-            ):
-                self._n_shut_down += 1
-            else:
-                self.account(cmd)
+            )
+            self.account(cmd)
 
     def fail_for_death(self, leftovers: list[PyCommand], cause: BaseException | None, reason: str) -> None:
         """The loop died: fail the queued *leftovers* and every active command.
@@ -204,13 +243,13 @@ class Dispatcher:
         Leftovers are counted here; active commands are counted when the closing loop
         cancels their tasks (or :meth:`reap_all` reaps them).
         """
-        self._n_submitted += len(leftovers)
         message = f"the runtime thread died ({reason}); the command was not completed"
         for cmd in leftovers + list(self._active):
             error = RuntimeDiedError(message)
             error.__cause__ = cause
             cmd.oneshot.set_exception(error)
-        self._n_shut_down += len(leftovers)
+        for cmd in leftovers:
+            self.account(cmd)
 
     async def stop_all(self, grace: float) -> None:
         """For shutdown: let active commands finish within *grace*, then fail and cancel the rest."""

@@ -13,11 +13,13 @@ import concurrent.futures
 
 __all__ = [
     "AgentAlreadyRegisteredError",
+    "AgentOwnershipError",
     "AgyBridgeError",
     "BridgeTimeoutError",
     "CallbackError",
     "ChatTimeoutError",
     "CommandCancelledError",
+    "CommandReusedError",
     "ConfigError",
     "ContextError",
     "DeadlockError",
@@ -31,6 +33,7 @@ __all__ = [
     "RuntimeBusyError",
     "RuntimeDiedError",
     "RuntimeShutdownError",
+    "ToolError",
     "UnknownAgentError",
     "UnknownToolError",
     "WaitTimeoutError",
@@ -74,6 +77,25 @@ class AgentAlreadyRegisteredError(AgyBridgeError, ValueError):
         return (type(self), (self.agent_id,))
 
 
+class AgentOwnershipError(AgyBridgeError, LookupError):
+    """An agent id asked for outside any runtime is registered on more than one runtime.
+
+    Each runtime owns its agents; code off every runtime thread must say which runtime it
+    means (``runtime.bridge_state``). The message names the owners.
+    """
+
+    def __init__(self, agent_id: object, owners: list[str]) -> None:
+        self.agent_id = agent_id
+        self.owners = owners
+        super().__init__(
+            f"agent id {agent_id!r} is registered on {len(owners)} runtimes ({', '.join(owners)}); "
+            "outside a runtime's thread look it up with runtime.bridge_state"
+        )
+
+    def __reduce__(self) -> tuple[type[AgentOwnershipError], tuple[object, list[str]]]:
+        return (type(self), (self.agent_id, self.owners))
+
+
 class UnknownToolError(AgyBridgeError, _KeyErrorMessage):
     """The agent has no tool of that name; the message lists the tools it has."""
 
@@ -102,6 +124,10 @@ class RuntimeShutdownError(QueueClosedError):
 
 class RuntimeDiedError(RuntimeShutdownError):
     """The runtime thread ended unexpectedly; the message and ``__cause__`` say why."""
+
+
+class CommandReusedError(AgyBridgeError, RuntimeError):
+    """A command object was sent a second time; each :class:`PyCommand` is single-use."""
 
 
 class RuntimeBusyError(AgyBridgeError, RuntimeError):
@@ -177,3 +203,20 @@ class HookError(CallbackError):
 
 class PolicyError(CallbackError):
     """A policy callback raised (the tool call is refused: policies fail closed)."""
+
+
+class ToolError(CallbackError):
+    """A tool raised something that cannot travel as an ordinary exception.
+
+    ``SystemExit``, ``KeyboardInterrupt``, ``GeneratorExit``, other ``BaseException``
+    subclasses and ``StopIteration`` would kill the runtime thread or stall the chat if they
+    crossed the bridge as they are, so the tool call fails with this error instead;
+    ``__cause__`` is the original exception. Ordinary exceptions propagate unchanged.
+    """
+
+    def __init__(self, agent_id: str, tool_name: str, message: str) -> None:
+        self.tool_name = tool_name
+        super().__init__(agent_id, "tool", message)
+
+    def __reduce__(self) -> tuple[type[CallbackError], tuple[str, str, str]]:
+        return (type(self), (self.agent_id, self.tool_name, str(self)))

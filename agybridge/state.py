@@ -1,10 +1,10 @@
 """Per-agent bridge state and the callbacks agent code makes into the host.
 
 The agent SDK calls back with nothing but an agent id and a serialized context, so the
-per-agent state (tool registry, hook runner, policy set) lives in one process-wide
-registry, :data:`BRIDGE_STATE`, keyed by agent id. Its lock is held only for the map
-operation itself, never across an ``await``: a look-up returns the state object and every
-slow step (a tool, a hook, a policy) runs after the lock is gone.
+per-agent state (tool registry, hook runner, policy set) lives in a registry keyed by agent
+id: :data:`BRIDGE_STATE`, which resolves to the calling runtime's own registry. Its lock is
+held only for the map operation itself, never across an ``await``: a look-up returns the
+state object and every slow step (a tool, a hook, a policy) runs after the lock is gone.
 
 Host-side work never runs on the runtime loop: synchronous tools, hooks and policies run in
 worker threads (the runtime's executor), and an async tool runs on the host loop it was
@@ -27,7 +27,9 @@ from agybridge import _select
 from agybridge._backends import HostLoop, await_oneshot, current_host
 from agybridge._backends._asyncio import AsyncioHost
 from agybridge._backends._trio import TrioHost
+from agybridge._callbacks import call_tool_guarded, guard_async_tool, run_tool_guarded
 from agybridge._loop_thread import current_owner
+from agybridge._registry import BridgeStateView
 from agybridge.errors import (
     CommandCancelledError,
     ContextError,
@@ -61,8 +63,9 @@ logger = logging.getLogger("agybridge")
 #: ``before_tool``/``after_tool`` wrap every tool call; ``on_error`` follows a failure.
 HOOK_EVENTS: tuple[str, ...] = ("before_chat", "after_chat", "before_tool", "after_tool", "on_error")
 
-#: The process-wide registry: agent id -> :class:`AgentBridgeState`.
-BRIDGE_STATE = _select.AgentRegistry()
+#: Agent id -> :class:`AgentBridgeState`, resolved per runtime: on a runtime's thread it is
+#: that runtime's own registry (``runtime.bridge_state``); see :mod:`agybridge._registry`.
+BRIDGE_STATE = BridgeStateView(_select.AgentRegistry())
 
 
 # ------------------------------------------------------------------------------------------
@@ -260,6 +263,8 @@ class AgentBridgeState:
 
     def tool(self, agent_id: str, name: str) -> Tool:
         """The tool called *name*; :class:`UnknownToolError` lists the agent's tools otherwise."""
+        if not isinstance(name, str):
+            raise TypeError(f"tool_name must be a str, not {type(name).__name__} {name!r}")
         tool = self.tools.get(name)
         if tool is None:
             raise UnknownToolError(agent_id, name, sorted(self.tools))
@@ -295,6 +300,11 @@ def parse_context(context: str | bytes | Mapping[str, Any] | None) -> dict[str, 
             decoded = json.loads(context)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ContextError(f"context is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ContextError(
+                "context is nested too deeply for the JSON parser; flatten it (the tool arguments "
+                "and metadata must be a JSON object of reasonable depth)"
+            ) from None
     elif isinstance(context, Mapping):
         decoded = dict(context)
     else:
@@ -320,7 +330,7 @@ def _run_hooks_sync(agent_id: str, event: str, hooks: list[Hook], context: Mappi
     for hook in hooks:
         try:
             hook(agent_id, event, context)
-        except Exception as exc:  # noqa: BLE001 - reported below with the agent and event
+        except BaseException as exc:  # noqa: BLE001 - any kind, even SystemExit: reported below
             if first_error is None:
                 first_error = exc
     if first_error is not None:
@@ -374,7 +384,7 @@ def _confirm_sync(
     for name, policy in policies:
         try:
             verdict = policy(agent_id, tool_name, context)
-        except Exception as exc:
+        except BaseException as exc:
             raise PolicyError(
                 agent_id,
                 "policy",
@@ -417,16 +427,18 @@ async def _confirm(state: AgentBridgeState, agent_id: str, tool_name: str, conte
         raise
 
 
-async def _run_tool(state: AgentBridgeState, tool: Tool, args: dict[str, Any]) -> Any:
+async def _run_tool(agent_id: str, state: AgentBridgeState, tool: Tool, args: dict[str, Any]) -> Any:
     if not tool.is_async:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, functools.partial(tool.fn, **args))
+        return await loop.run_in_executor(
+            None, functools.partial(call_tool_guarded, agent_id, tool.name, tool.fn, args)
+        )
     host = state.host
     if host is None:
         return await tool.fn(**args)
     owner = current_owner()  # the runtime whose loop this is: its core makes the oneshot
     shot = owner.core.Oneshot() if owner is not None else _select.Oneshot()
-    cancel = host.spawn(tool.fn, args, shot)
+    cancel = host.spawn(guard_async_tool(agent_id, tool.name, tool.fn), args, shot)
     return await await_oneshot(shot, None, TimeoutError, cancel)
 
 
@@ -457,7 +469,9 @@ async def dispatch_tool(agent_id: str, tool_name: str, context: str | bytes | Ma
     if state.hooks.has("before_tool"):
         await fire_hook_quietly(state, agent_id, "before_tool", {"tool": tool_name, "args": args})
 
-    inner = asyncio.get_running_loop().create_task(_run_tool(state, tool, args))
+    inner = asyncio.get_running_loop().create_task(
+        run_tool_guarded(agent_id, tool_name, lambda: _run_tool(agent_id, state, tool, args))
+    )
     state._inflight.add(inner)
     try:
         await asyncio.wait((inner,))

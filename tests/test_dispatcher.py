@@ -67,7 +67,7 @@ def test_commands_run_concurrently_and_every_outcome_is_counted(core: ModuleType
 
         commands = [make_run(wait_for_partner, 1), make_run(wait_for_partner, 2), make_run(fail)]
         for cmd in commands:
-            queue.push(cmd)
+            dispatcher.submit(cmd)
         for cmd in commands:
             await settle(cmd.oneshot)
         assert [commands[0].oneshot.result(0), commands[1].oneshot.result(0)] == [1, 2]
@@ -85,7 +85,7 @@ def test_a_command_type_without_handler_fails_with_a_clear_error(core: ModuleTyp
 
     async def body(dispatcher: Dispatcher, queue: Any, make_run: Callable[..., Run]) -> None:
         cmd = Custom(oneshot=core.Oneshot())
-        queue.push(cmd)
+        dispatcher.submit(cmd)
         await settle(cmd.oneshot)
         error = cmd.oneshot.exception(0)
         assert isinstance(error, TypeError) and "no handler for Custom()" in str(error)
@@ -107,7 +107,7 @@ def test_abort_cancels_the_running_task_and_counts_it_once(core: ModuleType) -> 
                 cancelled.set()
 
         cmd = make_run(long)
-        queue.push(cmd)
+        dispatcher.submit(cmd)
         await asyncio.wait_for(running.wait(), 5)
         assert cmd.oneshot.cancel()  # the caller gives up first, then asks for the abort
         dispatcher.abort(cmd)
@@ -129,7 +129,7 @@ def test_abort_before_the_task_first_runs_is_accounted(core: ModuleType) -> None
 
     async def body(dispatcher: Dispatcher, queue: Any, make_run: Callable[..., Run]) -> None:
         cmd = make_run(asyncio.sleep, 30)
-        queue.push(cmd)
+        dispatcher.submit(cmd)
         dispatcher.on_wake()  # the dispatcher creates the task (started eagerly only on 3.12+)
         assert cmd.oneshot.cancel()  # the caller gives up...
         dispatcher.abort(cmd)  # ...and its abort lands before the task's first step
@@ -150,7 +150,7 @@ def test_a_command_completed_while_queued_is_counted_and_never_run(core: ModuleT
             ran.append("ran")
 
         cmd = make_run(record)
-        queue.push(cmd)
+        dispatcher.submit(cmd)
         assert cmd.oneshot.set_exception(OperationTimeoutError("timed out in the queue"))
         while dispatcher.metrics().queued:
             await asyncio.sleep(0)
@@ -168,8 +168,8 @@ def test_stop_all_lets_work_finish_within_grace_then_fails_the_rest(core: Module
             return "done"
 
         quick_cmd, slow_cmd = make_run(quick), make_run(asyncio.sleep, 30)
-        queue.push(quick_cmd)
-        queue.push(slow_cmd)
+        dispatcher.submit(quick_cmd)
+        dispatcher.submit(slow_cmd)
         while dispatcher.metrics().queued:
             await asyncio.sleep(0)
         await dispatcher.stop_all(grace=0.2)
@@ -191,21 +191,21 @@ def test_leftovers_fail_with_shutdown_and_death_fails_everything(core: ModuleTyp
             await asyncio.sleep(30)
 
         active = make_run(long)
-        queue.push(active)
+        dispatcher.submit(active)
         await asyncio.wait_for(running.wait(), 5)
         queued_then_closed = [make_run(asyncio.sleep, 0), make_run(asyncio.sleep, 0)]
-        for cmd in queued_then_closed:
-            queue.push(cmd)
+        late = make_run(asyncio.sleep, 0)
+        for cmd in [*queued_then_closed, late]:
+            dispatcher.submit(cmd)
         leftovers = queue.close()
-        assert leftovers == queued_then_closed
+        assert leftovers == [*queued_then_closed, late]
         cause = RuntimeError("loop exploded")
-        dispatcher.fail_for_death(leftovers, cause, "RuntimeError('loop exploded')")
+        dispatcher.fail_for_death(leftovers[:2], cause, "RuntimeError('loop exploded')")
         for cmd in [active, *queued_then_closed]:
             error = cmd.oneshot.exception(0)
             assert isinstance(error, RuntimeDiedError) and error.__cause__ is cause
             assert "loop exploded" in str(error)
         dispatcher.reap_all()  # the closing loop reaps the active one
-        late = make_run(asyncio.sleep, 0)
         dispatcher.fail_queued([late])
         assert isinstance(late.oneshot.exception(0), RuntimeShutdownError)
         metrics = dispatcher.metrics()
@@ -221,7 +221,7 @@ def test_a_cancelled_oneshot_reads_as_cancelled(core: ModuleType) -> None:
             raise asyncio.CancelledError
 
         cmd = make_run(cancel_myself)
-        queue.push(cmd)
+        dispatcher.submit(cmd)
         await settle(cmd.oneshot)
         with pytest.raises(CommandCancelledError):
             cmd.oneshot.result(0)
