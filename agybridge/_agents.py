@@ -15,7 +15,9 @@ from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from agybridge._backends._asyncio import bounded
+from agybridge._callbacks import log_failure, safe_repr
 from agybridge._dispatcher import Handler
+from agybridge._registry import claim_state, release_state
 from agybridge._select import AgentRegistry
 from agybridge.commands import Chat, PyCommand, RegisterAgent, UnregisterAgent
 from agybridge.config import RuntimeConfig
@@ -98,7 +100,9 @@ class AgentTable:
                 )
         except Exception as exc:
             if state is not None and state.hooks.has("on_error"):
-                await fire_hook_quietly(state, cmd.agent_id, "on_error", {"message": cmd.message, "error": repr(exc)})
+                await fire_hook_quietly(
+                    state, cmd.agent_id, "on_error", {"message": cmd.message, "error": safe_repr(exc)}
+                )
             raise
         if state is not None and state.hooks.has("after_chat"):
             await fire_hook_quietly(state, cmd.agent_id, "after_chat", {"message": cmd.message, "reply": reply})
@@ -140,7 +144,16 @@ class AgentTable:
                 f"{what}; agents must define 'async def chat(message) -> str'"
             )
         state = cmd.state if cmd.state is not None else AgentBridgeState()
-        self.registry.insert(cmd.agent_id, state, replace=cmd.replace)
+        claim_state(state, self.registry, cmd.agent_id)
+        previous = self.registry.find(cmd.agent_id)
+        try:
+            self.registry.insert(cmd.agent_id, state, replace=cmd.replace)
+        except BaseException:
+            if previous is not state:
+                release_state(state)
+            raise
+        if previous is not None and previous is not state:
+            release_state(previous)
         # The new agent takes the slot before the old one is closed: a caller that gives up
         # (timeout, cancel) during that close leaves the table and the registry agreeing.
         old = self._slots.get(cmd.agent_id)
@@ -164,6 +177,7 @@ class AgentTable:
                     self.registry.remove(agent_id)
                 except UnknownAgentError:
                     pass
+                release_state(state)
                 state.cancel_inflight()
         if slot is not None:
             await self._close_slot(agent_id, slot, why)
@@ -182,8 +196,8 @@ class AgentTable:
                 await bounded(aclose(), limit, lambda: TimeoutError(f"aclose() took over {limit} s"))
             except asyncio.CancelledError:
                 raise
-            except BaseException:
-                logger.exception("agent %r: aclose() failed", agent_id)
+            except BaseException:  # noqa: BLE001 - even KeyboardInterrupt: the other agents still close
+                log_failure(logger, "agent %r: aclose() failed", agent_id)
 
     async def close_all(self, why: str) -> None:
         """Remove every agent (shutdown); one agent's failure never stops the others closing."""
@@ -211,6 +225,7 @@ class AgentTable:
                     self.registry.remove(agent_id)
                 except UnknownAgentError:
                     pass
+                release_state(state)
                 state.cancel_inflight()
         return forgotten
 
@@ -219,5 +234,5 @@ class AgentTable:
         for agent_id, slot in forgotten:
             try:
                 await self._close_slot(agent_id, slot, why)
-            except BaseException:
-                logger.exception("agent %r: closing after the runtime died failed", agent_id)
+            except BaseException:  # noqa: BLE001 - best effort on a dead runtime
+                log_failure(logger, "agent %r: closing after the runtime died failed", agent_id)

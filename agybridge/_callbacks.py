@@ -13,13 +13,22 @@ in async callbacks, because it is how the bridge stops them.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from agybridge.errors import ToolError
 
-__all__ = ["call_tool_guarded", "escapes", "guard_async_tool", "run_tool_guarded", "tool_error"]
+__all__ = [
+    "call_tool_guarded",
+    "escapes",
+    "guard_async_tool",
+    "log_failure",
+    "run_tool_guarded",
+    "safe_repr",
+    "tool_error",
+]
 
 
 def escapes(exc: BaseException) -> bool:
@@ -34,12 +43,33 @@ def _is_cancellation(exc: BaseException) -> bool:
     return trio is not None and isinstance(exc, trio.Cancelled)
 
 
+def safe_repr(value: object) -> str:
+    """``repr(value)``, or a stand-in when that raises: a callback's exception (or a policy's
+    verdict) goes into messages, and a hostile ``__repr__`` must not escape from there."""
+    try:
+        return repr(value)
+    except BaseException:  # noqa: BLE001 - even a KeyboardInterrupt from __repr__ stays here
+        return f"<{type(value).__name__} object (its repr() raised)>"
+
+
+def log_failure(logger: logging.Logger, message: str, *args: object) -> None:
+    """``logger.exception(...)`` that cannot raise: formatting a hostile exception's
+    traceback can raise anything, and the clean-up that logs it must go on."""
+    try:
+        logger.exception(message, *args)
+    except BaseException:  # noqa: BLE001 - log without the traceback, or not at all
+        try:
+            logger.error(message + " (its traceback could not be formatted)", *args)
+        except BaseException:  # noqa: BLE001
+            pass
+
+
 def tool_error(agent_id: str, tool_name: str, exc: BaseException) -> ToolError:
     """The error a tool call fails with when the tool raised *exc* of an escaping kind."""
     error = ToolError(
         agent_id,
         tool_name,
-        f"tool {tool_name!r} of agent {agent_id!r} raised {type(exc).__name__}({exc!s}); "
+        f"tool {tool_name!r} of agent {agent_id!r} raised {safe_repr(exc)}; "
         "the tool call fails with this error, the runtime keeps running",
     )
     error.__cause__ = exc

@@ -26,12 +26,16 @@ from agybridge._loop_thread import current_owner
 from agybridge._select import AgentRegistry
 from agybridge.errors import AgentOwnershipError, UnknownAgentError
 
-__all__ = ["BridgeStateView", "owner_label", "track_runtime"]
+__all__ = ["BridgeStateView", "claim_state", "owner_label", "release_state", "track_runtime"]
 
 _MISSING: Any = object()
 # Every runtime made in this process; a runtime reaches the view through its bridge_state.
 _RUNTIMES: weakref.WeakSet[Any] = weakref.WeakSet()
 _RUNTIMES_LOCK = threading.Lock()
+# Which agent each registered state object belongs to: (id of its registry, agent id). One
+# state shared by two agents would let one agent's unregister cancel the other's tool calls
+# (from the wrong thread, if they live on two runtimes).
+_STATE_OWNERS: weakref.WeakKeyDictionary[Any, tuple[int, str]] = weakref.WeakKeyDictionary()
 
 
 def track_runtime(runtime: Any) -> None:
@@ -43,6 +47,27 @@ def track_runtime(runtime: Any) -> None:
 def owner_label(runtime: Any) -> str:
     """How errors name a runtime: its thread name and identity."""
     return f"PythonRuntime {runtime.config.thread_name!r} at {id(runtime):#x}"
+
+
+def claim_state(state: Any, registry: AgentRegistry, agent_id: str) -> None:
+    """Record that *state* belongs to *agent_id* of *registry*; refuse a state owned elsewhere."""
+    with _RUNTIMES_LOCK:
+        owner = _STATE_OWNERS.get(state)
+        if owner is not None and owner != (id(registry), agent_id):
+            where = "on this runtime" if owner[0] == id(registry) else "on another runtime"
+            raise AgentOwnershipError(
+                agent_id,
+                [owner[1]],
+                f"the AgentBridgeState given for agent {agent_id!r} is already registered for agent "
+                f"{owner[1]!r} {where}; every agent needs its own AgentBridgeState",
+            )
+        _STATE_OWNERS[state] = (id(registry), agent_id)
+
+
+def release_state(state: Any) -> None:
+    """*state* no longer belongs to any agent (it was unregistered or replaced)."""
+    with _RUNTIMES_LOCK:
+        _STATE_OWNERS.pop(state, None)
 
 
 def _runtimes() -> list[Any]:

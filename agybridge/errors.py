@@ -78,22 +78,24 @@ class AgentAlreadyRegisteredError(AgyBridgeError, ValueError):
 
 
 class AgentOwnershipError(AgyBridgeError, LookupError):
-    """An agent id asked for outside any runtime is registered on more than one runtime.
+    """Agent state asked for, or offered, across an ownership boundary.
 
-    Each runtime owns its agents; code off every runtime thread must say which runtime it
-    means (``runtime.bridge_state``). The message names the owners.
+    Each runtime owns its agents and each agent its :class:`AgentBridgeState`: an id looked
+    up off every runtime thread that more than one runtime registered, or a state object
+    registered for a second agent, raises this. The message names the owners.
     """
 
-    def __init__(self, agent_id: object, owners: list[str]) -> None:
+    def __init__(self, agent_id: object, owners: list[str], message: str | None = None) -> None:
         self.agent_id = agent_id
         self.owners = owners
         super().__init__(
-            f"agent id {agent_id!r} is registered on {len(owners)} runtimes ({', '.join(owners)}); "
+            message
+            or f"agent id {agent_id!r} is registered on {len(owners)} runtimes ({', '.join(owners)}); "
             "outside a runtime's thread look it up with runtime.bridge_state"
         )
 
-    def __reduce__(self) -> tuple[type[AgentOwnershipError], tuple[object, list[str]]]:
-        return (type(self), (self.agent_id, self.owners))
+    def __reduce__(self) -> tuple[type[AgentOwnershipError], tuple[object, list[str], str]]:
+        return (type(self), (self.agent_id, self.owners, str(self)))
 
 
 class UnknownToolError(AgyBridgeError, _KeyErrorMessage):

@@ -158,6 +158,7 @@ class PythonRuntime:
         # the agent ids (a new runtime may register them) and close the agents, best effort.
         self._dispatcher.fail_for_death(self._queue.close(), cause, reason)
         forgotten = self._agents.forget_all()
+        self._registry.clear()  # states put there by hand, too: nothing of a dead runtime is found
         loop = self._thread.loop
         if forgotten and loop is not None and not loop.is_running() and not loop.is_closed():
             try:
@@ -214,6 +215,7 @@ class PythonRuntime:
         try:
             await self._dispatcher.stop_all(grace)
             await self._agents.close_all("the runtime shut down")
+            self._registry.clear()  # states put there by hand, too
         finally:
             self._thread.finish_stop()
 
@@ -245,6 +247,11 @@ class PythonRuntime:
             raise CommandReusedError(
                 f"{cmd.describe()} was already sent (its outcome: {cmd.oneshot!r}); commands are "
                 "single-use, so make a new one for every send"
+            )
+        if cmd.oneshot.done():
+            raise CommandReusedError(
+                f"{cmd.describe()} carries a oneshot that is already completed ({cmd.oneshot!r}); "
+                "give every command a new Oneshot"
             )
         if not self._thread.is_running:
             self.start()

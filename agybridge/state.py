@@ -27,7 +27,7 @@ from agybridge import _select
 from agybridge._backends import HostLoop, await_oneshot, current_host
 from agybridge._backends._asyncio import AsyncioHost
 from agybridge._backends._trio import TrioHost
-from agybridge._callbacks import call_tool_guarded, guard_async_tool, run_tool_guarded
+from agybridge._callbacks import call_tool_guarded, guard_async_tool, run_tool_guarded, safe_repr
 from agybridge._loop_thread import current_owner
 from agybridge._registry import BridgeStateView
 from agybridge.errors import (
@@ -335,7 +335,7 @@ def _run_hooks_sync(agent_id: str, event: str, hooks: list[Hook], context: Mappi
                 first_error = exc
     if first_error is not None:
         raise HookError(
-            agent_id, event, f"hook for event {event!r} of agent {agent_id!r} raised {first_error!r}"
+            agent_id, event, f"hook for event {event!r} of agent {agent_id!r} raised {safe_repr(first_error)}"
         ) from first_error
     return len(hooks)
 
@@ -375,7 +375,10 @@ async def fire_hook_quietly(state: AgentBridgeState, agent_id: str, event: str, 
         await _in_worker(_run_hooks_sync, agent_id, event, hooks, context)
     except HookError as exc:
         state.stats.hook_errors += 1
-        logger.warning("%s", exc, exc_info=exc.__cause__)
+        try:
+            logger.warning("%s", exc, exc_info=exc.__cause__)
+        except BaseException:  # noqa: BLE001 - a hook's exception that cannot even be logged
+            logger.warning("%s (its traceback could not be formatted)", exc)
 
 
 def _confirm_sync(
@@ -388,7 +391,7 @@ def _confirm_sync(
             raise PolicyError(
                 agent_id,
                 "policy",
-                f"policy {name!r} raised {exc!r} while checking tool {tool_name!r} for agent {agent_id!r}; "
+                f"policy {name!r} raised {safe_repr(exc)} while checking tool {tool_name!r} for agent {agent_id!r}; "
                 "the call is refused (policies fail closed)",
             ) from exc
         if verdict is None or verdict is True:
@@ -400,7 +403,7 @@ def _confirm_sync(
         raise PolicyError(
             agent_id,
             "policy",
-            f"policy {name!r} returned {verdict!r}; a policy must return True, None, False or Deny(reason)",
+            f"policy {name!r} returned {safe_repr(verdict)}; a policy must return True, None, False or Deny(reason)",
         )
 
 
@@ -491,7 +494,7 @@ async def dispatch_tool(agent_id: str, tool_name: str, context: str | bytes | Ma
         state.stats.tool_errors += 1
         if state.hooks.has("on_error"):
             await fire_hook_quietly(
-                state, agent_id, "on_error", {"tool": tool_name, "args": args, "error": repr(error)}
+                state, agent_id, "on_error", {"tool": tool_name, "args": args, "error": safe_repr(error)}
             )
         raise error
     result = inner.result()
