@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from agybridge._backends._asyncio import bounded
@@ -50,6 +50,7 @@ class AgentTable:
         self._inter_agent_delay = config.inter_agent_delay
         self._close_limit = max(config.shutdown_grace, 0.1)
         self._slots: dict[str, _AgentSlot] = {}
+        self._closing: set[asyncio.Task[None]] = set()  # agents being closed, kept from the GC
         self._last_chat_start = float("-inf")
         self._chat_gate: asyncio.Lock | None = None
 
@@ -191,13 +192,22 @@ class AgentTable:
             task.cancel()
         aclose = getattr(slot.agent, "aclose", None)
         if callable(aclose):
-            try:
-                limit = self._close_limit
-                await bounded(aclose(), limit, lambda: TimeoutError(f"aclose() took over {limit} s"))
-            except asyncio.CancelledError:
-                raise
-            except BaseException:  # noqa: BLE001 - even KeyboardInterrupt: the other agents still close
-                log_failure(logger, "agent %r: aclose() failed", agent_id)
+            # The agent is out of the table: its close runs to the end (bounded) in a task of
+            # its own, even if the command that removed it is cancelled meanwhile (an agent
+            # unregistering itself from its own chat cancels exactly that command).
+            closing = asyncio.get_running_loop().create_task(self._aclose(agent_id, aclose))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+            await asyncio.shield(closing)
+
+    async def _aclose(self, agent_id: str, aclose: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            limit = self._close_limit
+            await bounded(aclose(), limit, lambda: TimeoutError(f"aclose() took over {limit} s"))
+        except asyncio.CancelledError:
+            raise
+        except BaseException:  # noqa: BLE001 - even KeyboardInterrupt: the other agents still close
+            log_failure(logger, "agent %r: aclose() failed", agent_id)
 
     async def close_all(self, why: str) -> None:
         """Remove every agent (shutdown); one agent's failure never stops the others closing."""
