@@ -120,7 +120,7 @@ class BridgeStateView:
 
     def get(self, agent_id: str) -> Any:
         """The state of *agent_id*; :class:`UnknownAgentError` (a ``KeyError``) if absent."""
-        _validate.agent_id(agent_id)
+        agent_id = _validate.agent_id(agent_id)
         owner = current_owner()
         if owner is not None:
             return owner.bridge_state.get(agent_id)
@@ -131,7 +131,7 @@ class BridgeStateView:
 
     def find(self, agent_id: str, default: Any = None) -> Any:
         """The state of *agent_id*, or *default* when it is not registered."""
-        _validate.agent_id(agent_id)
+        agent_id = _validate.agent_id(agent_id)
         owner = current_owner()
         if owner is not None:
             return owner.bridge_state.find(agent_id, default)
@@ -159,12 +159,11 @@ class BridgeStateView:
 
     def insert(self, agent_id: str, state: Any, *, replace: bool = False) -> None:
         """Register *state* under *agent_id* in the current registry."""
-        self.current().insert(agent_id, state, replace=replace)
+        self.current().insert(_validate.agent_id(agent_id), state, replace=replace)
 
     def remove(self, agent_id: str) -> Any:
         """Unregister *agent_id* from the current registry and return its state."""
-        _validate.agent_id(agent_id)
-        return self.current().remove(agent_id)
+        return self.current().remove(_validate.agent_id(agent_id))
 
     def clear(self) -> None:
         """Empty the current registry (a runtime's own agents are left to that runtime)."""

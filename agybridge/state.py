@@ -265,7 +265,7 @@ class AgentBridgeState:
         """The tool called *name*; :class:`UnknownToolError` lists the agent's tools otherwise."""
         if not isinstance(name, str):
             raise TypeError(f"tool_name must be a str, not {type(name).__name__} {name!r}")
-        tool = self.tools.get(name)
+        tool = self.tools.get(str.__str__(name))  # a plain str: no user __hash__ runs here
         if tool is None:
             raise UnknownToolError(agent_id, name, sorted(self.tools))
         return tool

@@ -218,6 +218,63 @@ def test_state_put_in_by_hand_does_not_outlive_its_runtime(core: ModuleType) -> 
     assert "by-hand" not in BRIDGE_STATE and len(runtime.bridge_state) == 0
 
 
+class ReentrantId(str):
+    """An agent id whose hash re-enters the registry (and whose equality raises)."""
+
+    def __hash__(self) -> int:
+        BRIDGE_STATE.insert("re-entered", AgentBridgeState())
+        raise KeyboardInterrupt("from __hash__")
+
+    def __eq__(self, other: object) -> bool:
+        raise KeyboardInterrupt("from __eq__")
+
+
+def test_str_subclass_ids_never_run_user_code_inside_the_registry(rt: PythonRuntime) -> None:
+    """Finding: a str subclass id had its __hash__ run under the registry's lock, where
+    re-entering the registry deadlocked the pure-Python core."""
+    rt.register_agent(ReentrantId("a"), lambda: CallsTool("a"), tool_state(lambda: "x"))
+    assert rt.chat(ReentrantId("a"), "go") == "x"
+    assert rt.agent_ids() == ["a"] and type(rt.agent_ids()[0]) is str
+    assert BRIDGE_STATE.get(ReentrantId("a")) is rt.bridge_state.get("a")
+
+    class Caller(CallsTool):
+        async def chat(self, message: str) -> str:
+            return str(await dispatch_tool(ReentrantId(self.agent_id), ReentrantId("tool"), None))
+
+    rt.register_agent("b", lambda: Caller("b"), tool_state(lambda: "y"))
+    assert rt.chat("b", "go") == "y"
+    rt.unregister_agent(ReentrantId("a"))
+    assert "re-entered" not in BRIDGE_STATE
+
+
+def test_one_command_sent_to_two_runtimes_runs_once(core: ModuleType) -> None:
+    a = PythonRuntime(make_config(), core=core).start()
+    b = PythonRuntime(make_config(), core=core).start()
+    try:
+        cmd = Run(ping, oneshot=core.Oneshot())
+        assert a.send_command(cmd) == "pong"
+        with pytest.raises(CommandReusedError):
+            b.send_command(cmd)
+        assert b.metrics().submitted == 0
+    finally:
+        a.shutdown()
+        b.shutdown()
+
+
+def test_new_errors_survive_pickling() -> None:
+    import pickle
+
+    from agybridge import ToolError
+
+    tool_error = ToolError("a", "t", "tool 't' of agent 'a' raised SystemExit(1)")
+    ownership = AgentOwnershipError("a", ["r1", "r2"])
+    for error in (tool_error, ownership, CommandReusedError("Run(f) was already sent")):
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error) and str(copy) == str(error)
+    assert pickle.loads(pickle.dumps(tool_error)).tool_name == "t"
+    assert pickle.loads(pickle.dumps(ownership)).owners == ["r1", "r2"]
+
+
 # ------------------------------------------------------------------------------------------
 # Attacks that held
 # ------------------------------------------------------------------------------------------

@@ -228,3 +228,29 @@ def test_a_cancelled_oneshot_reads_as_cancelled(core: ModuleType) -> None:
         assert dispatcher.metrics().cancelled == 1
 
     serve(core, body)
+
+
+def test_submit_is_bounded_and_drained_commands_still_count(core: ModuleType) -> None:
+    async def body(dispatcher: Dispatcher, queue: Any, make_run: Callable[..., Run]) -> None:
+        gate = asyncio.Event()
+
+        async def held() -> None:
+            await gate.wait()
+
+        first, second, third = make_run(held), make_run(held), make_run(held)
+        assert dispatcher.submit(first, 2) == -1 and dispatcher.submit(second, 2) == -1
+        assert dispatcher.submit(third, 2) == 2, "refused: the count in flight"
+        assert not third.oneshot.done(), "a refusal touches nothing"
+        # Drained but not yet started, then running: they keep counting against the bound.
+        for _ in range(3):
+            await asyncio.sleep(0)
+            assert dispatcher.in_flight() == 2 and dispatcher.submit(third, 2) == 2
+        gate.set()
+        await settle(first.oneshot)
+        await settle(second.oneshot)
+        metrics = dispatcher.metrics()
+        assert (metrics.submitted, metrics.completed, metrics.in_flight) == (2, 2, 0), metrics
+        assert dispatcher.submit(third, 2) == -1
+        await settle(third.oneshot)
+
+    serve(core, body)
