@@ -454,7 +454,9 @@ async def dispatch_tool(agent_id: str, tool_name: str, context: str | bytes | Ma
     ``before_tool``, run the tool on the host side (sync: worker thread; async: the host
     loop it was registered from, or its own task on this loop), fire ``after_tool`` (or
     ``on_error``) and return the tool's result. A tool's exception propagates to the agent
-    with its original traceback.
+    with its original traceback, except the kinds that would kill the runtime thread or
+    stall the call (``SystemExit``, ``KeyboardInterrupt``, ``StopIteration``, ...): those
+    fail the call with :class:`ToolError`, the original as its cause.
     """
     state: AgentBridgeState = BRIDGE_STATE.get(agent_id)
     tool = state.tool(agent_id, tool_name)
