@@ -10,10 +10,12 @@ Every method here runs on the loop thread, except :meth:`Dispatcher.submit`,
 :meth:`Dispatcher.metrics`, :meth:`Dispatcher.in_flight` and :meth:`Dispatcher.fail_queued`
 after the loop is gone.
 
-The counters live under one small lock, taken once when a command is admitted and once
-when its outcome is counted: admission (check the bound, count the command in) is one
-step, so ``max_in_flight`` is a hard bound, and a :meth:`Dispatcher.metrics` snapshot
-always adds up (``submitted == finished + in_flight``).
+Admission (check the bound, count the command in) is one step under a small lock, so
+``max_in_flight`` is a hard bound. Outcomes are counted without it: they have one writer
+(the loop thread, or a caller once the loop is gone), and "in flight" is derived as
+submitted minus finished, so a :meth:`Dispatcher.metrics` snapshot always adds up
+(``submitted == finished + in_flight``) and a stale read can only overstate what is in
+flight, never let a burst past the bound.
 """
 
 from __future__ import annotations
@@ -85,9 +87,9 @@ class Dispatcher:
         self._loop_spin = loop_spin
         self._loop: asyncio.AbstractEventLoop | None = None
         self._active: dict[PyCommand, asyncio.Task[Any]] = {}
-        self._counts = allocate_lock()  # guards the counters below, and nothing else
-        self._n_in_flight = 0  # accepted and not yet accounted: queued, drained or running
+        self._admit = allocate_lock()  # guards _n_submitted: the bound's check-and-count
         self._n_submitted = 0
+        self._n_finished = 0  # the outcome counters below, summed; same single writer
         self._n_completed = 0
         self._n_failed = 0
         self._n_timed_out = 0
@@ -98,7 +100,7 @@ class Dispatcher:
 
     def in_flight(self) -> int:
         """Commands accepted and not finished: queued, drained or running."""
-        return self._n_in_flight
+        return self._n_submitted - self._n_finished
 
     def submit(self, cmd: PyCommand, limit: int | None = None) -> int:
         """Admit *cmd* and push it; return -1, or the count in flight if *limit* refused it.
@@ -108,36 +110,38 @@ class Dispatcher:
         the loop never hears of it. Raises ``QueueClosedError`` (the command uncounted)
         once the queue is closed.
         """
-        with self._counts:
-            n = self._n_in_flight
+        with self._admit:
+            n = self._n_submitted - self._n_finished
             if limit is not None and n >= limit:
                 return n
-            self._n_in_flight = n + 1
             self._n_submitted += 1
         try:
             self._queue.push(cmd)
         except QueueClosedError:
-            with self._counts:
-                self._n_in_flight -= 1
+            with self._admit:
                 self._n_submitted -= 1
             raise
         return -1
 
     def metrics(self) -> RuntimeMetrics:
-        """A consistent snapshot of the counters (``queued`` is read beside it, unlocked)."""
+        """A snapshot that adds up: outcomes first, then submitted (every finished command
+        was submitted before), in flight the difference; ``queued`` is read beside it."""
         queued = len(self._queue)
-        with self._counts:
-            return RuntimeMetrics(
-                submitted=self._n_submitted,
-                completed=self._n_completed,
-                failed=self._n_failed,
-                timed_out=self._n_timed_out,
-                cancelled=self._n_cancelled,
-                shut_down=self._n_shut_down,
-                in_flight=self._n_in_flight,
-                wakeups=self._queue.wakeups,
-                queued=min(queued, self._n_in_flight),
-            )
+        completed, failed, timed_out = self._n_completed, self._n_failed, self._n_timed_out
+        cancelled, shut_down = self._n_cancelled, self._n_shut_down
+        submitted = self._n_submitted
+        in_flight = submitted - (completed + failed + timed_out + cancelled + shut_down)
+        return RuntimeMetrics(
+            submitted=submitted,
+            completed=completed,
+            failed=failed,
+            timed_out=timed_out,
+            cancelled=cancelled,
+            shut_down=shut_down,
+            in_flight=in_flight,
+            wakeups=self._queue.wakeups,
+            queued=min(queued, in_flight),
+        )
 
     # -- loop thread ------------------------------------------------------------------------
 
@@ -181,9 +185,8 @@ class Dispatcher:
             shot.set_exception(exc)
         else:
             if shot.set_result(result):
-                with self._counts:  # the common case, counted without inspecting the oneshot
-                    self._n_completed += 1
-                    self._n_in_flight -= 1
+                self._n_completed += 1  # the common case, counted without inspecting the oneshot
+                self._n_finished += 1
                 if self._active:
                     self._active.pop(cmd, None)
                 return
@@ -216,18 +219,17 @@ class Dispatcher:
         """Count the outcome the oneshot holds; called once per command."""
         shot = cmd.oneshot
         exc = None if shot.cancelled() else shot.exception(0)
-        with self._counts:
-            self._n_in_flight -= 1
-            if shot.cancelled():
-                self._n_cancelled += 1
-            elif exc is None:
-                self._n_completed += 1
-            elif isinstance(exc, (OperationTimeoutError, ChatTimeoutError)):
-                self._n_timed_out += 1
-            elif isinstance(exc, RuntimeShutdownError):
-                self._n_shut_down += 1
-            else:
-                self._n_failed += 1
+        if shot.cancelled():
+            self._n_cancelled += 1
+        elif exc is None:
+            self._n_completed += 1
+        elif isinstance(exc, (OperationTimeoutError, ChatTimeoutError)):
+            self._n_timed_out += 1
+        elif isinstance(exc, RuntimeShutdownError):
+            self._n_shut_down += 1
+        else:
+            self._n_failed += 1
+        self._n_finished += 1  # after the outcome: a stale read overstates in_flight, never under
 
     def fail_queued(self, leftovers: list[PyCommand]) -> None:
         """Fail commands the closed queue handed back: they never reached the loop."""
