@@ -28,7 +28,7 @@ from agybridge._backends import HostLoop, await_oneshot, current_host
 from agybridge._backends._asyncio import AsyncioHost
 from agybridge._backends._trio import TrioHost
 from agybridge._callbacks import call_tool_guarded, guard_async_tool, run_tool_guarded, safe_repr
-from agybridge._loop_thread import current_owner
+from agybridge._loop_thread import current_owner, run_as_owner
 from agybridge._registry import BridgeStateView
 from agybridge.errors import (
     CommandCancelledError,
@@ -342,7 +342,7 @@ def _run_hooks_sync(agent_id: str, event: str, hooks: list[Hook], context: Mappi
 
 async def _in_worker(fn: Callable[..., Any], *args: Any) -> Any:
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, fn, *args)
+    return await loop.run_in_executor(None, functools.partial(run_as_owner, current_owner(), fn, *args))
 
 
 async def dispatch_hook(agent_id: str, event: str, context: str | bytes | Mapping[str, Any] | None = None) -> None:
@@ -433,9 +433,8 @@ async def _confirm(state: AgentBridgeState, agent_id: str, tool_name: str, conte
 async def _run_tool(agent_id: str, state: AgentBridgeState, tool: Tool, args: dict[str, Any]) -> Any:
     if not tool.is_async:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            None, functools.partial(call_tool_guarded, agent_id, tool.name, tool.fn, args)
-        )
+        call = functools.partial(call_tool_guarded, agent_id, tool.name, tool.fn, args)
+        return await loop.run_in_executor(None, functools.partial(run_as_owner, current_owner(), call))
     host = state.host
     if host is None:
         return await tool.fn(**args)

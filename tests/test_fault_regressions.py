@@ -233,6 +233,29 @@ def test_two_runtimes_never_share_replace_or_delete_each_others_state(core: Modu
     assert "x" not in BRIDGE_STATE
 
 
+def test_callbacks_in_worker_threads_find_their_own_runtimes_state(core: ModuleType) -> None:
+    """A sync tool, hook or policy runs in a worker thread, still as its runtime's callback."""
+    runtimes = [PythonRuntime(make_config(), core=core).start() for _ in range(2)]
+    try:
+        for label, rt in zip("AB", runtimes):
+            seen: list[str] = []
+
+            def tool(seen: list[str] = seen) -> str:
+                return str(BRIDGE_STATE.get("x").tools["tool"].description) + "".join(seen)
+
+            def hook(agent_id: str, event: str, ctx: Any, seen: list[str] = seen) -> None:
+                seen.append(BRIDGE_STATE.get(agent_id).tools["tool"].description)
+
+            state = AgentBridgeState(
+                tools=[Tool.from_function(tool, name="tool", description=label)], hooks={"before_tool": [hook]}
+            )
+            rt.register_agent("x", lambda: CallsTool("x"), state)
+        assert [rt.chat("x", "go") for rt in runtimes] == ["AA", "BB"]
+    finally:
+        for rt in runtimes:
+            rt.shutdown()
+
+
 def test_runtime_death_frees_its_agent_ids(core: ModuleType) -> None:
     rt = PythonRuntime(make_config(), core=core).start()
     agent = CallsTool("x")
