@@ -4,9 +4,10 @@ Agent SDKs call back with nothing but an agent id, so the bridge must find the a
 state from the id alone. Keyed process-wide, two runtimes in one process would have to
 agree on agent names, and one could replace, run with or delete the other's state. So each
 runtime owns its own :class:`~agybridge.AgentRegistry`, and ``BRIDGE_STATE`` resolves to the
-registry of the runtime it is used from. Every callback of a runtime (agent code, async
-tools on its loop) runs on that runtime's own thread, where :func:`current_owner` names the
-runtime, so the look-up costs one thread-local read.
+registry of the runtime it is used from. Every callback of a runtime runs on that runtime's
+own thread (agent code, async tools on its loop) or in one of its worker threads as that
+runtime's (sync tools, hooks, policies: see ``run_as_owner``), where :func:`current_owner`
+names the runtime, so the look-up costs one thread-local read.
 
 Off every runtime thread (host threads, host loops, tests, an agent table on a plain loop)
 reads search the process's default registry and then every live runtime's registry; an id
