@@ -192,18 +192,22 @@ class AgentTable:
             task.cancel()
         aclose = getattr(slot.agent, "aclose", None)
         if callable(aclose):
-            # The agent is out of the table: its close runs to the end (bounded) in a task of
-            # its own, even if the command that removed it is cancelled meanwhile (an agent
-            # unregistering itself from its own chat cancels exactly that command).
+            # The agent is out of the table: its close runs in a task of its own, so the
+            # command that removed it may be cancelled meanwhile (an agent unregistering
+            # itself from its own chat cancels exactly that command) without cutting it short.
+            # The remover waits at most the close limit, even for an aclose() that swallows
+            # its cancellation; such a close is cancelled and left behind.
             closing = asyncio.get_running_loop().create_task(self._aclose(agent_id, aclose))
             self._closing.add(closing)
             closing.add_done_callback(self._closing.discard)
-            await asyncio.shield(closing)
+            done, _ = await asyncio.wait((closing,), timeout=self._close_limit)
+            if not done:
+                closing.cancel()
+                logger.error("agent %r: aclose() took over %s s; it was cancelled", agent_id, self._close_limit)
 
     async def _aclose(self, agent_id: str, aclose: Callable[[], Awaitable[Any]]) -> None:
         try:
-            limit = self._close_limit
-            await bounded(aclose(), limit, lambda: TimeoutError(f"aclose() took over {limit} s"))
+            await aclose()
         except asyncio.CancelledError:
             raise
         except BaseException:  # noqa: BLE001 - even KeyboardInterrupt: the other agents still close

@@ -275,6 +275,33 @@ def test_new_errors_survive_pickling() -> None:
     assert pickle.loads(pickle.dumps(ownership)).owners == ["r1", "r2"]
 
 
+def test_aclose_that_swallows_its_cancellation_cannot_hang_unregister_or_shutdown(core: ModuleType) -> None:
+    """Finding: aclose() was bounded by cancelling it, so one that swallowed the cancellation
+    hung unregister_agent() and shutdown() (and left the runtime thread running)."""
+    runtime = PythonRuntime(make_config(shutdown_grace=0.3), core=core).start()
+    entered = threading.Event()
+
+    class Stubborn(CallsTool):
+        async def aclose(self) -> None:
+            entered.set()
+            while True:
+                try:
+                    await asyncio.sleep(10)
+                except asyncio.CancelledError:
+                    pass  # hostile: refuses to stop
+
+    runtime.register_agent("a", lambda: Stubborn("a"), tool_state(lambda: "x"))
+    runtime.register_agent("b", lambda: Stubborn("b"), tool_state(lambda: "x"))
+    runtime.unregister_agent("a", timeout=10)  # returns after the close limit
+    assert entered.is_set() and runtime.agent_ids() == ["b"]
+    done = threading.Event()
+    stopper = threading.Thread(target=lambda: (runtime.shutdown(timeout=20), done.set()))
+    stopper.start()
+    assert done.wait(20), "shutdown() hung on an aclose() that swallows cancellation"
+    stopper.join(5)
+    assert not runtime.is_running and runtime.agent_ids() == []
+
+
 # ------------------------------------------------------------------------------------------
 # Attacks that held
 # ------------------------------------------------------------------------------------------
