@@ -10,17 +10,21 @@ runtime shuts down. Its methods are the handlers of the agent commands.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from agybridge._backends._asyncio import bounded
+from agybridge._callbacks import log_failure, safe_repr
 from agybridge._dispatcher import Handler
+from agybridge._registry import claim_state, release_state
+from agybridge._select import AgentRegistry
 from agybridge._stream_producer import pump
 from agybridge.commands import Chat, ChatStream, PyCommand, RegisterAgent, UnregisterAgent
 from agybridge.config import RuntimeConfig
 from agybridge.errors import AgentAlreadyRegisteredError, ChatTimeoutError, CommandCancelledError, UnknownAgentError
-from agybridge.state import BRIDGE_STATE, AgentBridgeState, fire_hook_quietly
+from agybridge.state import BRIDGE_STATE, AgentBridgeState, _is_async_callable, fire_hook_quietly
 
 __all__ = ["AgentTable"]
 
@@ -65,6 +69,30 @@ async def _one_chunk(agent_id: str, chat: Callable[[], Awaitable[object]]) -> As
     yield _checked_reply(agent_id, await chat())
 
 
+def _check_agent(agent_id: str, agent: object) -> None:
+    """Refuse an object that is no agent, naming the agent and what is missing.
+
+    An agent defines ``async def chat(message) -> str``, ``async def chat_stream(message)``
+    (an async generator of str chunks), or both.
+    """
+    chat = getattr(agent, "chat", None)
+    stream = getattr(agent, "chat_stream", None)
+    if callable(chat) and _is_async_callable(chat):
+        return
+    if chat is None and callable(stream) and (inspect.isasyncgenfunction(stream) or _is_async_callable(stream)):
+        return
+    if callable(chat):
+        what = "a 'chat' that is not a coroutine function"
+    elif callable(stream):
+        what = "a 'chat_stream' that is not an async generator function"
+    else:
+        what = "no 'chat' method"
+    raise TypeError(
+        f"the factory for agent {agent_id!r} returned {type(agent).__name__}, which has {what}; agents must "
+        "define 'async def chat(message) -> str' or 'async def chat_stream(message)' yielding str chunks"
+    )
+
+
 class _AgentSlot:
     """An agent object living on the runtime loop, with the chat tasks running on it."""
 
@@ -78,11 +106,15 @@ class _AgentSlot:
 class AgentTable:
     """The agents of one runtime and the chat turns running on them."""
 
-    def __init__(self, config: RuntimeConfig) -> None:
+    def __init__(self, config: RuntimeConfig, registry: AgentRegistry | None = None) -> None:
+        #: The bridge states of these agents; only this table writes to it. A runtime passes
+        #: its own; a table with no runtime (tests on a plain loop) uses the default one.
+        self.registry = registry if registry is not None else BRIDGE_STATE.default
         self._chat_timeout = config.chat_timeout
         self._inter_agent_delay = config.inter_agent_delay
         self._close_limit = max(config.shutdown_grace, 0.1)
         self._slots: dict[str, _AgentSlot] = {}
+        self._closing: set[asyncio.Task[None]] = set()  # agents being closed, kept from the GC
         self._last_chat_start = float("-inf")
         self._chat_gate: asyncio.Lock | None = None
 
@@ -105,9 +137,9 @@ class AgentTable:
         """Run one chat turn, bounded as a whole (hooks included) by the chat timeout."""
         return await self._bounded_turn(cmd, self._turn)
 
-    async def chat_stream(self, cmd: ChatStream) -> None:
+    async def chat_stream(self, cmd: ChatStream) -> str:
         """Run one streamed chat turn into the command's channel; a chat in every other way."""
-        await self._bounded_turn(cmd, self._streamed_turn)
+        return await self._bounded_turn(cmd, self._streamed_turn)
 
     async def _bounded_turn(self, cmd: Chat | ChatStream, turn: Callable[[Any, _AgentSlot], Awaitable[T]]) -> T:
         slot = self._slots.get(cmd.agent_id)
@@ -165,7 +197,7 @@ class AgentTable:
 
     async def _hooked(self, cmd: Chat | ChatStream, reply: Callable[[], Awaitable[str]]) -> str:
         """Fire ``before_chat``, pass the gate, get the reply, then ``after_chat`` or ``on_error``."""
-        state = BRIDGE_STATE.find(cmd.agent_id)
+        state = self.registry.find(cmd.agent_id)
         if state is not None and state.hooks.has("before_chat"):
             await fire_hook_quietly(state, cmd.agent_id, "before_chat", {"message": cmd.message})
         try:
@@ -175,7 +207,9 @@ class AgentTable:
             text = await reply()
         except Exception as exc:
             if state is not None and state.hooks.has("on_error"):
-                await fire_hook_quietly(state, cmd.agent_id, "on_error", {"message": cmd.message, "error": repr(exc)})
+                await fire_hook_quietly(
+                    state, cmd.agent_id, "on_error", {"message": cmd.message, "error": safe_repr(exc)}
+                )
             raise
         if state is not None and state.hooks.has("after_chat"):
             await fire_hook_quietly(state, cmd.agent_id, "after_chat", {"message": cmd.message, "reply": text})
@@ -209,16 +243,24 @@ class AgentTable:
         agent = cmd.factory()
         if isinstance(agent, Awaitable):
             agent = await agent
-        if not (callable(getattr(agent, "chat", None)) or callable(getattr(agent, "chat_stream", None))):
-            raise TypeError(
-                f"the factory for agent {cmd.agent_id!r} returned {type(agent).__name__}, "
-                "which has neither an 'async def chat(message)' nor an 'async def chat_stream(message)' method"
-            )
+        _check_agent(cmd.agent_id, agent)
         state = cmd.state if cmd.state is not None else AgentBridgeState()
-        BRIDGE_STATE.insert(cmd.agent_id, state, replace=cmd.replace)
-        if cmd.agent_id in self._slots:
-            await self.remove(cmd.agent_id, "it was replaced", keep_state=True)
+        claim_state(state, self.registry, cmd.agent_id)
+        previous = self.registry.find(cmd.agent_id)
+        try:
+            self.registry.insert(cmd.agent_id, state, replace=cmd.replace)
+        except BaseException:
+            if previous is not state:
+                release_state(state)
+            raise
+        if previous is not None and previous is not state:
+            release_state(previous)
+        # The new agent takes the slot before the old one is closed: a caller that gives up
+        # (timeout, cancel) during that close leaves the table and the registry agreeing.
+        old = self._slots.get(cmd.agent_id)
         self._slots[cmd.agent_id] = _AgentSlot(agent)
+        if old is not None:
+            await self._close_slot(cmd.agent_id, old, "it was replaced")
 
     async def unregister(self, cmd: UnregisterAgent) -> None:
         """Remove the agent: its chats fail, its tool calls are cancelled, it is closed."""
@@ -230,15 +272,19 @@ class AgentTable:
         """Drop *agent_id* (and, unless *keep_state*, its bridge state), then ``aclose()`` it."""
         slot = self._slots.pop(agent_id, None)
         if not keep_state:
-            state = BRIDGE_STATE.find(agent_id)
+            state = self.registry.find(agent_id)
             if state is not None:
                 try:
-                    BRIDGE_STATE.remove(agent_id)
+                    self.registry.remove(agent_id)
                 except UnknownAgentError:
                     pass
+                release_state(state)
                 state.cancel_inflight()
-        if slot is None:
-            return
+        if slot is not None:
+            await self._close_slot(agent_id, slot, why)
+
+    async def _close_slot(self, agent_id: str, slot: _AgentSlot, why: str) -> None:
+        """Fail the chats of a slot already out of the table, then ``aclose()`` its agent."""
         for chat, task in list(slot.chats.items()):
             chat.oneshot.set_exception(
                 CommandCancelledError(f"agent {agent_id!r} went away while {chat.describe()} was in flight: {why}")
@@ -246,13 +292,61 @@ class AgentTable:
             task.cancel()
         aclose = getattr(slot.agent, "aclose", None)
         if callable(aclose):
-            try:
-                limit = self._close_limit
-                await bounded(aclose(), limit, lambda: TimeoutError(f"aclose() took over {limit} s"))
-            except Exception:
-                logger.exception("agent %r: aclose() failed", agent_id)
+            # The agent is out of the table: its close runs in a task of its own, so the
+            # command that removed it may be cancelled meanwhile (an agent unregistering
+            # itself from its own chat cancels exactly that command) without cutting it short.
+            # The remover waits at most the close limit, even for an aclose() that swallows
+            # its cancellation; such a close is cancelled and left behind.
+            closing = asyncio.get_running_loop().create_task(self._aclose(agent_id, aclose))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+            done, _ = await asyncio.wait((closing,), timeout=self._close_limit)
+            if not done:
+                closing.cancel()
+                logger.error("agent %r: aclose() took over %s s; it was cancelled", agent_id, self._close_limit)
+
+    async def _aclose(self, agent_id: str, aclose: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            await aclose()
+        except asyncio.CancelledError:
+            raise
+        except BaseException:  # noqa: BLE001 - even KeyboardInterrupt: the other agents still close
+            log_failure(logger, "agent %r: aclose() failed", agent_id)
 
     async def close_all(self, why: str) -> None:
-        """Remove every agent (shutdown)."""
+        """Remove every agent (shutdown); one agent's failure never stops the others closing."""
+        cancelled: asyncio.CancelledError | None = None
         for agent_id in list(self._slots):
-            await self.remove(agent_id, why)
+            try:
+                await self.remove(agent_id, why)
+            except asyncio.CancelledError as exc:
+                cancelled = exc  # finish closing the rest, then honour the cancellation
+        if cancelled is not None:
+            raise cancelled
+
+    def forget_all(self) -> list[tuple[str, _AgentSlot]]:
+        """Drop every agent and its bridge state at once, without awaiting (the loop died).
+
+        Their tool calls are cancelled; the slots are returned so the caller can still try
+        to fail their chats and ``aclose()`` them (:meth:`close_forgotten`).
+        """
+        forgotten = list(self._slots.items())
+        self._slots.clear()
+        for agent_id, _slot in forgotten:
+            state = self.registry.find(agent_id)
+            if state is not None:
+                try:
+                    self.registry.remove(agent_id)
+                except UnknownAgentError:
+                    pass
+                release_state(state)
+                state.cancel_inflight()
+        return forgotten
+
+    async def close_forgotten(self, forgotten: list[tuple[str, _AgentSlot]], why: str) -> None:
+        """Best-effort ``aclose()`` of agents :meth:`forget_all` dropped."""
+        for agent_id, slot in forgotten:
+            try:
+                await self._close_slot(agent_id, slot, why)
+            except BaseException:  # noqa: BLE001 - best effort on a dead runtime
+                log_failure(logger, "agent %r: closing after the runtime died failed", agent_id)

@@ -6,13 +6,22 @@ active commands, aborts the ones their callers gave up on, and accounts every ou
 exactly once. Which coroutine runs a command is not its business: the handler for each
 command type is given to it.
 
-Every method here runs on the loop thread, except :meth:`Dispatcher.metrics`,
-:meth:`Dispatcher.in_flight` and :meth:`Dispatcher.fail_queued` after the loop is gone.
+Every method here runs on the loop thread, except :meth:`Dispatcher.submit`,
+:meth:`Dispatcher.metrics`, :meth:`Dispatcher.in_flight` and :meth:`Dispatcher.fail_queued`
+after the loop is gone.
+
+Admission (check the bound, count the command in) is one step under a small lock, so
+``max_in_flight`` is a hard bound. Outcomes are counted without it: they have one writer
+(the loop thread, or a caller once the loop is gone), and "in flight" is derived as
+submitted minus finished, so a :meth:`Dispatcher.metrics` snapshot always adds up
+(``submitted == finished + in_flight``) and a stale read can only overstate what is in
+flight, never let a burst past the bound.
 """
 
 from __future__ import annotations
 
 import asyncio
+from _thread import allocate_lock
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +29,13 @@ from typing import Any
 from agybridge._backends._asyncio import has_ready_work, start_task
 from agybridge._select import CommandQueue
 from agybridge.commands import PyCommand
-from agybridge.errors import ChatTimeoutError, OperationTimeoutError, RuntimeDiedError, RuntimeShutdownError
+from agybridge.errors import (
+    ChatTimeoutError,
+    OperationTimeoutError,
+    QueueClosedError,
+    RuntimeDiedError,
+    RuntimeShutdownError,
+)
 
 __all__ = ["Dispatcher", "Handler", "RuntimeMetrics"]
 
@@ -38,7 +53,8 @@ class RuntimeMetrics:
     ``submitted`` counts commands the runtime accepted; each ends in exactly one of
     ``completed`` (a result), ``failed`` (an exception), ``timed_out``, ``cancelled`` or
     ``shut_down`` (failed with ``RuntimeShutdownError``), or is still ``in_flight``
-    (``queued`` of those have not reached the loop yet). ``wakeups`` counts the times a
+    (about ``queued`` of those have not reached the loop yet). Every snapshot adds up:
+    ``submitted == finished + in_flight``. ``wakeups`` counts the times a
     submit had to wake the runtime loop; bursts share one.
     """
 
@@ -74,7 +90,9 @@ class Dispatcher:
         self._loop_spin = loop_spin
         self._loop: asyncio.AbstractEventLoop | None = None
         self._active: dict[PyCommand, asyncio.Task[Any]] = {}
+        self._admit = allocate_lock()  # guards _n_submitted: the bound's check-and-count
         self._n_submitted = 0
+        self._n_finished = 0  # the outcome counters below, summed; same single writer
         self._n_completed = 0
         self._n_failed = 0
         self._n_timed_out = 0
@@ -84,22 +102,48 @@ class Dispatcher:
     # -- any thread -------------------------------------------------------------------------
 
     def in_flight(self) -> int:
-        """Commands accepted and not finished: queued plus active."""
-        return len(self._queue) + len(self._active)
+        """Commands accepted and not finished: queued, drained or running."""
+        return self._n_submitted - self._n_finished
+
+    def submit(self, cmd: PyCommand, limit: int | None = None) -> int:
+        """Admit *cmd* and push it; return -1, or the count in flight if *limit* refused it.
+
+        Checking the bound and counting the command in are one step under the counters'
+        lock, so no burst of callers can overshoot *limit*. A refusal touches nothing else:
+        the loop never hears of it. Raises ``QueueClosedError`` (the command uncounted)
+        once the queue is closed.
+        """
+        with self._admit:
+            n = self._n_submitted - self._n_finished
+            if limit is not None and n >= limit:
+                return n
+            self._n_submitted += 1
+        try:
+            self._queue.push(cmd)
+        except QueueClosedError:
+            with self._admit:
+                self._n_submitted -= 1
+            raise
+        return -1
 
     def metrics(self) -> RuntimeMetrics:
-        """A snapshot of the counters."""
+        """A snapshot that adds up: outcomes first, then submitted (every finished command
+        was submitted before), in flight the difference; ``queued`` is read beside it."""
         queued = len(self._queue)
+        completed, failed, timed_out = self._n_completed, self._n_failed, self._n_timed_out
+        cancelled, shut_down = self._n_cancelled, self._n_shut_down
+        submitted = self._n_submitted
+        in_flight = submitted - (completed + failed + timed_out + cancelled + shut_down)
         return RuntimeMetrics(
-            submitted=self._n_submitted + queued,
-            completed=self._n_completed,
-            failed=self._n_failed,
-            timed_out=self._n_timed_out,
-            cancelled=self._n_cancelled,
-            shut_down=self._n_shut_down,
-            in_flight=queued + len(self._active),
+            submitted=submitted,
+            completed=completed,
+            failed=failed,
+            timed_out=timed_out,
+            cancelled=cancelled,
+            shut_down=shut_down,
+            in_flight=in_flight,
             wakeups=self._queue.wakeups,
-            queued=queued,
+            queued=min(queued, in_flight),
         )
 
     # -- loop thread ------------------------------------------------------------------------
@@ -125,7 +169,6 @@ class Dispatcher:
             batch = self._queue.drain(spin)
             if not batch:
                 return  # the queue marked us idle: the next push wakes us again
-            self._n_submitted += len(batch)
             pending = False
             for cmd in batch:
                 if cmd.oneshot.done():
@@ -156,6 +199,7 @@ class Dispatcher:
         else:
             if shot.set_result(result):
                 self._n_completed += 1  # the common case, counted without inspecting the oneshot
+                self._n_finished += 1
                 if self._active:
                     self._active.pop(cmd, None)
                 return
@@ -187,11 +231,10 @@ class Dispatcher:
     def account(self, cmd: PyCommand) -> None:
         """Count the outcome the oneshot holds; called once per command."""
         shot = cmd.oneshot
+        exc = None if shot.cancelled() else shot.exception(0)
         if shot.cancelled():
             self._n_cancelled += 1
-            return
-        exc = shot.exception(0)
-        if exc is None:
+        elif exc is None:
             self._n_completed += 1
         elif isinstance(exc, (OperationTimeoutError, ChatTimeoutError)):
             self._n_timed_out += 1
@@ -199,17 +242,15 @@ class Dispatcher:
             self._n_shut_down += 1
         else:
             self._n_failed += 1
+        self._n_finished += 1  # after the outcome: a stale read overstates in_flight, never under
 
     def fail_queued(self, leftovers: list[PyCommand]) -> None:
         """Fail commands the closed queue handed back: they never reached the loop."""
-        self._n_submitted += len(leftovers)
         for cmd in leftovers:
-            if cmd.oneshot.set_exception(
+            cmd.oneshot.set_exception(
                 RuntimeShutdownError(f"{cmd.describe()} was still queued when the runtime shut down")
-            ):
-                self._n_shut_down += 1
-            else:
-                self.account(cmd)
+            )
+            self.account(cmd)
 
     def fail_for_death(self, leftovers: list[PyCommand], cause: BaseException | None, reason: str) -> None:
         """The loop died: fail the queued *leftovers* and every active command.
@@ -217,13 +258,13 @@ class Dispatcher:
         Leftovers are counted here; active commands are counted when the closing loop
         cancels their tasks (or :meth:`reap_all` reaps them).
         """
-        self._n_submitted += len(leftovers)
         message = f"the runtime thread died ({reason}); the command was not completed"
         for cmd in leftovers + list(self._active):
             error = RuntimeDiedError(message)
             error.__cause__ = cause
             cmd.oneshot.set_exception(error)
-        self._n_shut_down += len(leftovers)
+        for cmd in leftovers:
+            self.account(cmd)
 
     async def stop_all(self, grace: float) -> None:
         """For shutdown: let active commands finish within *grace*, then fail and cancel the rest."""

@@ -25,7 +25,7 @@ from agybridge._select import Oneshot
 from agybridge._workers import DaemonExecutor
 from agybridge.errors import ForkedRuntimeError, RuntimeDiedError, RuntimeShutdownError
 
-__all__ = ["CLOSED", "DIED", "NEW", "RUNNING", "STOPPING", "LoopThread", "current_owner"]
+__all__ = ["CLOSED", "DIED", "NEW", "RUNNING", "STOPPING", "LoopThread", "current_owner", "run_as_owner"]
 
 logger = logging.getLogger("agybridge")
 
@@ -61,6 +61,20 @@ def _stop_all_at_exit() -> None:
 def current_owner() -> Any:
     """The owner (the runtime) of the loop thread this is called on, or None elsewhere."""
     return getattr(_on_thread, "owner", None)
+
+
+def run_as_owner(owner: Any, fn: Callable[..., Any], *args: Any) -> Any:
+    """Call ``fn(*args)`` in a worker thread as *owner*'s: :func:`current_owner` names it meanwhile.
+
+    A sync tool, hook or policy runs in a worker thread, yet it is still a callback of that
+    runtime (looking up ``BRIDGE_STATE`` must find the runtime's own registry there too).
+    """
+    previous = getattr(_on_thread, "owner", None)
+    _on_thread.owner = owner
+    try:
+        return fn(*args)
+    finally:
+        _on_thread.owner = previous
 
 
 class LoopThread:

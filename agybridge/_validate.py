@@ -44,10 +44,14 @@ def agent_id(value: object, name: str = "agent_id") -> str:
     """Return *value* if it is a non-empty str; else a ``TypeError``/``ValueError`` naming *name*.
 
     Checked before any map look-up, so an unhashable id is reported as a wrong type
-    instead of surfacing as ``TypeError: unhashable type`` from deep inside a dict.
+    instead of surfacing as ``TypeError: unhashable type`` from deep inside a dict. A str
+    subclass is turned into a plain str: its own ``__hash__``/``__eq__`` would otherwise
+    run inside the registry's lock (and could re-enter it, or raise anything there).
     """
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, not {type(value).__name__} {value!r}")
+    if type(value) is not str:
+        value = str.__str__(value)
     if not value:
         raise ValueError(f"{name} must be a non-empty string")
     return value

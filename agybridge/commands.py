@@ -37,16 +37,28 @@ class PyCommand:
     implementation (the runtime's helpers pass one of the runtime's own core).
     """
 
-    __slots__ = ("context", "oneshot")
+    __slots__ = ("_unsent", "context", "oneshot")
 
     oneshot: Oneshot
     context: contextvars.Context
+    # One token, popped when the command is first sent: ``list.pop`` is atomic, so of any
+    # number of racing senders exactly one gets it (see :meth:`claim`).
+    _unsent: list[None]
     #: The agent the command is about, if any (used in error messages and metrics).
     agent_id: str | None = None
 
     def __init__(self, *, oneshot: Oneshot | None = None) -> None:
         object.__setattr__(self, "oneshot", Oneshot() if oneshot is None else oneshot)
         object.__setattr__(self, "context", contextvars.copy_context())
+        object.__setattr__(self, "_unsent", [None])
+
+    def claim(self) -> bool:
+        """Mark the command sent; True for the first caller only (commands are single-use)."""
+        try:
+            self._unsent.pop()
+        except IndexError:
+            return False
+        return True
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")

@@ -13,12 +13,14 @@ import concurrent.futures
 
 __all__ = [
     "AgentAlreadyRegisteredError",
+    "AgentOwnershipError",
     "AgyBridgeError",
     "BridgeTimeoutError",
     "CallbackError",
     "CallerGoneError",
     "ChatTimeoutError",
     "CommandCancelledError",
+    "CommandReusedError",
     "ConfigError",
     "ContextError",
     "DeadlockError",
@@ -33,6 +35,7 @@ __all__ = [
     "RuntimeDiedError",
     "RuntimeShutdownError",
     "StreamTimeoutError",
+    "ToolError",
     "UnknownAgentError",
     "UnknownToolError",
     "WaitTimeoutError",
@@ -76,6 +79,27 @@ class AgentAlreadyRegisteredError(AgyBridgeError, ValueError):
         return (type(self), (self.agent_id,))
 
 
+class AgentOwnershipError(AgyBridgeError, LookupError):
+    """Agent state asked for, or offered, across an ownership boundary.
+
+    Each runtime owns its agents and each agent its :class:`AgentBridgeState`: an id looked
+    up off every runtime thread that more than one runtime registered, or a state object
+    registered for a second agent, raises this. The message names the owners.
+    """
+
+    def __init__(self, agent_id: object, owners: list[str], message: str | None = None) -> None:
+        self.agent_id = agent_id
+        self.owners = owners
+        super().__init__(
+            message
+            or f"agent id {agent_id!r} is registered on {len(owners)} runtimes ({', '.join(owners)}); "
+            "outside a runtime's thread look it up with runtime.bridge_state"
+        )
+
+    def __reduce__(self) -> tuple[type[AgentOwnershipError], tuple[object, list[str], str]]:
+        return (type(self), (self.agent_id, self.owners, str(self)))
+
+
 class UnknownToolError(AgyBridgeError, _KeyErrorMessage):
     """The agent has no tool of that name; the message lists the tools it has."""
 
@@ -104,6 +128,10 @@ class RuntimeShutdownError(QueueClosedError):
 
 class RuntimeDiedError(RuntimeShutdownError):
     """The runtime thread ended unexpectedly; the message and ``__cause__`` say why."""
+
+
+class CommandReusedError(AgyBridgeError, RuntimeError):
+    """A command object was sent a second time; each :class:`PyCommand` is single-use."""
 
 
 class RuntimeBusyError(AgyBridgeError, RuntimeError):
@@ -189,3 +217,20 @@ class HookError(CallbackError):
 
 class PolicyError(CallbackError):
     """A policy callback raised (the tool call is refused: policies fail closed)."""
+
+
+class ToolError(CallbackError):
+    """A tool raised something that cannot travel as an ordinary exception.
+
+    ``SystemExit``, ``KeyboardInterrupt``, ``GeneratorExit``, other ``BaseException``
+    subclasses and ``StopIteration`` would kill the runtime thread or stall the chat if they
+    crossed the bridge as they are, so the tool call fails with this error instead;
+    ``__cause__`` is the original exception. Ordinary exceptions propagate unchanged.
+    """
+
+    def __init__(self, agent_id: str, tool_name: str, message: str) -> None:
+        self.tool_name = tool_name
+        super().__init__(agent_id, "tool", message)
+
+    def __reduce__(self) -> tuple[type[CallbackError], tuple[str, str, str]]:
+        return (type(self), (self.agent_id, self.tool_name, str(self)))

@@ -22,6 +22,8 @@ from agybridge._agents import AgentTable
 from agybridge._backends import await_oneshot, current_host
 from agybridge._dispatcher import Dispatcher, RuntimeMetrics
 from agybridge._loop_thread import NEW, RUNNING, LoopThread
+from agybridge._registry import track_runtime
+from agybridge._select import AgentRegistry
 from agybridge._stream_consumer import AsyncStream, BlockingStream
 from agybridge._stream_producer import end_channel_with, run_stream
 from agybridge.commands import (
@@ -36,7 +38,13 @@ from agybridge.commands import (
     callable_name,
 )
 from agybridge.config import RuntimeConfig
-from agybridge.errors import DeadlockError, OperationTimeoutError, QueueClosedError, RuntimeBusyError
+from agybridge.errors import (
+    CommandReusedError,
+    DeadlockError,
+    OperationTimeoutError,
+    QueueClosedError,
+    RuntimeBusyError,
+)
 from agybridge.state import AgentBridgeState
 
 __all__ = ["PythonRuntime", "RuntimeMetrics", "caller_spin_budget"]
@@ -90,7 +98,8 @@ class PythonRuntime:
         self._queue = self._core.CommandQueue(self._wake)
         self._op_timeout = self.config.round_trip_timeout
         self._caller_spin = self.config.caller_spin
-        self._agents = AgentTable(self.config)
+        self._registry: AgentRegistry = self._core.AgentRegistry()
+        self._agents = AgentTable(self.config, self._registry)
         self._dispatcher = Dispatcher(
             self._queue, {Run: _run_coroutine, Stream: run_stream, **self._agents.handlers()}, self.config.loop_spin
         )
@@ -107,6 +116,7 @@ class PythonRuntime:
             on_exit=self._shutdown_at_exit,
             stopped=self._oneshot(),
         )
+        track_runtime(self)
 
     def __repr__(self) -> str:
         return (
@@ -119,6 +129,12 @@ class PythonRuntime:
     def core(self) -> ModuleType:
         """The core module this runtime runs on (``agybridge._core`` or ``agybridge._core_py``)."""
         return self._core
+
+    @property
+    def bridge_state(self) -> AgentRegistry:
+        """This runtime's own registry of agent bridge states (what ``BRIDGE_STATE`` means
+        on its thread). Only this runtime writes to it; read it from anywhere."""
+        return self._registry
 
     @property
     def implementation(self) -> str:
@@ -153,8 +169,17 @@ class PythonRuntime:
         return self
 
     def _on_death(self, cause: BaseException | None, reason: str) -> None:
-        # On the dying loop thread: refuse new work and fail everything in flight.
+        # On the dying loop thread: refuse new work and fail everything in flight, then free
+        # the agent ids (a new runtime may register them) and close the agents, best effort.
         self._dispatcher.fail_for_death(self._queue.close(), cause, reason)
+        forgotten = self._agents.forget_all()
+        self._registry.clear()  # states put there by hand, too: nothing of a dead runtime is found
+        loop = self._thread.loop
+        if forgotten and loop is not None and not loop.is_running() and not loop.is_closed():
+            try:
+                loop.run_until_complete(self._agents.close_forgotten(forgotten, f"the runtime thread died ({reason})"))
+            except BaseException:
+                logger.exception("closing the agents of a dead runtime failed")
 
     def shutdown(self, grace: float | None = None, *, timeout: float | None = None) -> None:
         """Stop the runtime; idempotent and safe from any thread but the runtime's own.
@@ -205,6 +230,7 @@ class PythonRuntime:
         try:
             await self._dispatcher.stop_all(grace)
             await self._agents.close_all("the runtime shut down")
+            self._registry.clear()  # states put there by hand, too
         finally:
             self._thread.finish_stop()
 
@@ -229,23 +255,31 @@ class PythonRuntime:
 
     # -- submitting and waiting (caller side, any thread) ------------------------------------
 
-    def _submit(self, cmd: PyCommand) -> int:
-        """Queue *cmd*; return how many commands were in flight before it."""
+    def _submit(self, cmd: PyCommand) -> None:
+        """Queue *cmd*, or raise why not (single use, shut down, busy)."""
         if not isinstance(cmd, PyCommand) or isinstance(cmd, Shutdown):
             raise TypeError(f"expected {_COMMANDS}, not {cmd!r}")
+        if not cmd.claim():
+            raise CommandReusedError(
+                f"{cmd.describe()} was already sent (its outcome: {cmd.oneshot!r}); commands are "
+                "single-use, so make a new one for every send"
+            )
+        if cmd.oneshot.done():
+            raise CommandReusedError(
+                f"{cmd.describe()} carries a oneshot that is already completed ({cmd.oneshot!r}); "
+                "give every command a new Oneshot"
+            )
         if not self._thread.is_running:
             self.start()
-        in_flight = self._dispatcher.in_flight()
-        if in_flight >= self.config.max_in_flight:
+        try:
+            in_flight = self._dispatcher.submit(cmd, self.config.max_in_flight)
+        except QueueClosedError:
+            raise self._thread.closed_error() from None
+        if in_flight >= 0:
             raise RuntimeBusyError(
                 f"{in_flight} commands are in flight (max_in_flight="
                 f"{self.config.max_in_flight}); retry later or raise the limit"
             )
-        try:
-            self._queue.push(cmd)
-        except QueueClosedError:
-            raise self._thread.closed_error() from None
-        return in_flight
 
     def _wake(self) -> None:
         # Called by CommandQueue.push on a producer thread, once per idle->busy transition.
@@ -289,14 +323,20 @@ class PythonRuntime:
         try:
             # The submit is inside the guard too: Ctrl-C can land after the push but before
             # the wait, and the command must not keep running then.
-            spin = caller_spin_budget(self._caller_spin, self._submit(cmd) + 1)
+            try:
+                self._submit(cmd)
+            except CommandReusedError:
+                raise  # the oneshot belongs to the first send
+            except Exception as exc:
+                # Refused (shut down, busy): the oneshot records the same outcome. The command
+                # never reached the queue, so the loop has nothing to abort.
+                shot.set_exception(exc)
+                raise
+            spin = caller_spin_budget(self._caller_spin, self._dispatcher.in_flight())
             done = shot.wait(limit, spin) if caller is None else caller.wait(limit, spin)
             if not done and shot.set_exception(self._timeout_error(cmd, limit)):
                 self._request_abort(cmd)
-        except Exception as exc:
-            # A refused submit (shut down, busy): the oneshot records the same outcome.
-            if shot.set_exception(exc):
-                self._request_abort(cmd)
+        except Exception:
             raise
         except BaseException:
             # KeyboardInterrupt (or another signal handler's exception) while waiting.
@@ -319,12 +359,14 @@ class PythonRuntime:
             return None
         await _callers.before_async_send(cmd)  # trio: a cancelled scope never submits
         try:
-            ahead = self._submit(cmd)
+            self._submit(cmd)
+        except CommandReusedError:
+            raise  # the oneshot belongs to the first send
         except Exception as exc:
             if isinstance(cmd, PyCommand):
                 cmd.oneshot.set_exception(exc)  # a refused command is completed too
             raise
-        spin = 0.0 if self._thread.is_current() else caller_spin_budget(self._caller_spin, ahead + 1)
+        spin = 0.0 if self._thread.is_current() else caller_spin_budget(self._caller_spin, self._dispatcher.in_flight())
         return await await_oneshot(
             cmd.oneshot, limit, lambda: self._timeout_error(cmd, limit), lambda: self._request_abort(cmd), spin
         )

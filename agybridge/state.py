@@ -1,10 +1,10 @@
 """Per-agent bridge state and the callbacks agent code makes into the host.
 
 The agent SDK calls back with nothing but an agent id and a serialized context, so the
-per-agent state (tool registry, hook runner, policy set) lives in one process-wide
-registry, :data:`BRIDGE_STATE`, keyed by agent id. Its lock is held only for the map
-operation itself, never across an ``await``: a look-up returns the state object and every
-slow step (a tool, a hook, a policy) runs after the lock is gone.
+per-agent state (tool registry, hook runner, policy set) lives in a registry keyed by agent
+id: :data:`BRIDGE_STATE`, which resolves to the calling runtime's own registry. Its lock is
+held only for the map operation itself, never across an ``await``: a look-up returns the
+state object and every slow step (a tool, a hook, a policy) runs after the lock is gone.
 
 Host-side work never runs on the runtime loop: synchronous tools, hooks and policies run in
 worker threads (the runtime's executor), and an async tool runs on the host loop it was
@@ -29,7 +29,9 @@ from agybridge import _callers, _select
 from agybridge._backends import HostLoop, current_host
 from agybridge._backends._asyncio import AsyncioHost
 from agybridge._backends._trio import TrioHost
-from agybridge._loop_thread import current_owner
+from agybridge._callbacks import call_tool_guarded, guard_async_tool, run_tool_guarded, safe_repr
+from agybridge._loop_thread import current_owner, run_as_owner
+from agybridge._registry import BridgeStateView
 from agybridge.errors import (
     CommandCancelledError,
     ContextError,
@@ -64,8 +66,9 @@ logger = logging.getLogger("agybridge")
 #: ``before_tool``/``after_tool`` wrap every tool call; ``on_error`` follows a failure.
 HOOK_EVENTS: tuple[str, ...] = ("before_chat", "after_chat", "before_tool", "after_tool", "on_error")
 
-#: The process-wide registry: agent id -> :class:`AgentBridgeState`.
-BRIDGE_STATE = _select.AgentRegistry()
+#: Agent id -> :class:`AgentBridgeState`, resolved per runtime: on a runtime's thread it is
+#: that runtime's own registry (``runtime.bridge_state``); see :mod:`agybridge._registry`.
+BRIDGE_STATE = BridgeStateView(_select.AgentRegistry())
 
 
 # ------------------------------------------------------------------------------------------
@@ -292,7 +295,9 @@ class AgentBridgeState:
 
     def tool(self, agent_id: str, name: str) -> Tool:
         """The tool called *name*; :class:`UnknownToolError` lists the agent's tools otherwise."""
-        tool = self.tools.get(name)
+        if not isinstance(name, str):
+            raise TypeError(f"tool_name must be a str, not {type(name).__name__} {name!r}")
+        tool = self.tools.get(str.__str__(name))  # a plain str: no user __hash__ runs here
         if tool is None:
             raise UnknownToolError(agent_id, name, sorted(self.tools))
         return tool
@@ -327,6 +332,11 @@ def parse_context(context: str | bytes | Mapping[str, Any] | None) -> dict[str, 
             decoded = json.loads(context)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ContextError(f"context is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ContextError(
+                "context is nested too deeply for the JSON parser; flatten it (the tool arguments "
+                "and metadata must be a JSON object of reasonable depth)"
+            ) from None
     elif isinstance(context, Mapping):
         decoded = dict(context)
     else:
@@ -352,12 +362,12 @@ def _run_hooks_sync(agent_id: str, event: str, hooks: list[Hook], context: Mappi
     for hook in hooks:
         try:
             hook(agent_id, event, context)
-        except Exception as exc:  # noqa: BLE001 - reported below with the agent and event
+        except BaseException as exc:  # noqa: BLE001 - any kind, even SystemExit: reported below
             if first_error is None:
                 first_error = exc
     if first_error is not None:
         raise HookError(
-            agent_id, event, f"hook for event {event!r} of agent {agent_id!r} raised {first_error!r}"
+            agent_id, event, f"hook for event {event!r} of agent {agent_id!r} raised {safe_repr(first_error)}"
         ) from first_error
     return len(hooks)
 
@@ -365,7 +375,9 @@ def _run_hooks_sync(agent_id: str, event: str, hooks: list[Hook], context: Mappi
 async def _in_worker(fn: Callable[..., Any], *args: Any) -> Any:
     # run_in_executor copies no context: run the callback in a copy of the command's own.
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, _callers.callback_context().run, fn, *args)
+    return await loop.run_in_executor(
+        None, _callers.callback_context().run, functools.partial(run_as_owner, current_owner(), fn, *args)
+    )
 
 
 async def dispatch_hook(agent_id: str, event: str, context: str | bytes | Mapping[str, Any] | None = None) -> None:
@@ -398,7 +410,10 @@ async def fire_hook_quietly(state: AgentBridgeState, agent_id: str, event: str, 
         await _in_worker(_run_hooks_sync, agent_id, event, hooks, context)
     except HookError as exc:
         state.stats.hook_errors += 1
-        logger.warning("%s", exc, exc_info=exc.__cause__)
+        try:
+            logger.warning("%s", exc, exc_info=exc.__cause__)
+        except BaseException:  # noqa: BLE001 - a hook's exception that cannot even be logged
+            logger.warning("%s (its traceback could not be formatted)", exc)
 
 
 def _confirm_sync(
@@ -407,11 +422,11 @@ def _confirm_sync(
     for name, policy in policies:
         try:
             verdict = policy(agent_id, tool_name, context)
-        except Exception as exc:
+        except BaseException as exc:
             raise PolicyError(
                 agent_id,
                 "policy",
-                f"policy {name!r} raised {exc!r} while checking tool {tool_name!r} for agent {agent_id!r}; "
+                f"policy {name!r} raised {safe_repr(exc)} while checking tool {tool_name!r} for agent {agent_id!r}; "
                 "the call is refused (policies fail closed)",
             ) from exc
         if verdict is None or verdict is True:
@@ -423,7 +438,7 @@ def _confirm_sync(
         raise PolicyError(
             agent_id,
             "policy",
-            f"policy {name!r} returned {verdict!r}; a policy must return True, None, False or Deny(reason)",
+            f"policy {name!r} returned {safe_repr(verdict)}; a policy must return True, None, False or Deny(reason)",
         )
 
 
@@ -450,20 +465,23 @@ async def _confirm(state: AgentBridgeState, agent_id: str, tool_name: str, conte
         raise
 
 
-async def _run_tool(state: AgentBridgeState, agent_id: str, tool: Tool, args: dict[str, Any]) -> Any:
+async def _run_tool(agent_id: str, state: AgentBridgeState, tool: Tool, args: dict[str, Any]) -> Any:
     if not tool.is_async:
-        call = functools.partial(tool.fn, **args)
         if state.runs_on_caller(tool):
+            call = functools.partial(call_tool_guarded, agent_id, tool.name, tool.fn, args)
             return await _callers.run_on_caller(call, agent_id, tool.name)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, _callers.callback_context().run, call)
+        guarded = functools.partial(call_tool_guarded, agent_id, tool.name, tool.fn, args)
+        return await loop.run_in_executor(
+            None, _callers.callback_context().run, functools.partial(run_as_owner, current_owner(), guarded)
+        )
     host = state.host
     if host is None:
         return await tool.fn(**args)
     _callers.check_host_not_blocked(host, agent_id, tool.name)
     owner = current_owner()  # the runtime whose loop this is: its core makes the oneshot
     shot = owner.core.Oneshot() if owner is not None else _select.Oneshot()
-    cancel = host.spawn(tool.fn, args, shot, _callers.callback_context())
+    cancel = host.spawn(guard_async_tool(agent_id, tool.name, tool.fn), args, shot, _callers.callback_context())
     # A host loop that stops or closes after the call was sent would never answer: watch it.
     return await _callers.watch_remote(shot, cancel, lambda: _host_gone(host))
 
@@ -488,7 +506,9 @@ async def dispatch_tool(agent_id: str, tool_name: str, context: str | bytes | Ma
     ``before_tool``, run the tool on the host side (sync: worker thread; async: the host
     loop it was registered from, or its own task on this loop), fire ``after_tool`` (or
     ``on_error``) and return the tool's result. A tool's exception propagates to the agent
-    with its original traceback.
+    with its original traceback, except the kinds that would kill the runtime thread or
+    stall the call (``SystemExit``, ``KeyboardInterrupt``, ``StopIteration``, ...): those
+    fail the call with :class:`ToolError`, the original as its cause.
     """
     state: AgentBridgeState = BRIDGE_STATE.get(agent_id)
     tool = state.tool(agent_id, tool_name)
@@ -506,7 +526,9 @@ async def dispatch_tool(agent_id: str, tool_name: str, context: str | bytes | Ma
     if state.hooks.has("before_tool"):
         await fire_hook_quietly(state, agent_id, "before_tool", {"tool": tool_name, "args": args})
 
-    inner = asyncio.get_running_loop().create_task(_run_tool(state, agent_id, tool, args))
+    inner = asyncio.get_running_loop().create_task(
+        run_tool_guarded(agent_id, tool_name, lambda: _run_tool(agent_id, state, tool, args))
+    )
     state._inflight.add(inner)
     try:
         await asyncio.wait((inner,))
@@ -526,7 +548,7 @@ async def dispatch_tool(agent_id: str, tool_name: str, context: str | bytes | Ma
         state.stats.tool_errors += 1
         if state.hooks.has("on_error"):
             await fire_hook_quietly(
-                state, agent_id, "on_error", {"tool": tool_name, "args": args, "error": repr(error)}
+                state, agent_id, "on_error", {"tool": tool_name, "args": args, "error": safe_repr(error)}
             )
         raise error
     result = inner.result()

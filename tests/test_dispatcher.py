@@ -43,7 +43,7 @@ def serve(core: ModuleType, body: Callable[[Dispatcher, Any, Callable[..., Run]]
     asyncio.run(main())
 
 
-async def start_long_command(queue: Any, make_run: Callable[..., Run]) -> Run:
+async def start_long_command(dispatcher: Dispatcher, make_run: Callable[..., Run]) -> Run:
     """Push a command that runs for 30 s and return it once its body is running."""
     running = asyncio.Event()
 
@@ -52,7 +52,7 @@ async def start_long_command(queue: Any, make_run: Callable[..., Run]) -> Run:
         await asyncio.sleep(30)
 
     cmd = make_run(long)
-    queue.push(cmd)
+    dispatcher.submit(cmd)
     await asyncio.wait_for(running.wait(), 5)
     return cmd
 
@@ -81,7 +81,7 @@ def test_commands_run_concurrently_and_every_outcome_is_counted(core: ModuleType
 
         commands = [make_run(wait_for_partner, 1), make_run(wait_for_partner, 2), make_run(fail)]
         for cmd in commands:
-            queue.push(cmd)
+            dispatcher.submit(cmd)
         for cmd in commands:
             await settle(cmd.oneshot)
         assert [commands[0].oneshot.result(0), commands[1].oneshot.result(0)] == [1, 2]
@@ -99,7 +99,7 @@ def test_a_command_type_without_handler_fails_with_a_clear_error(core: ModuleTyp
 
     async def body(dispatcher: Dispatcher, queue: Any, make_run: Callable[..., Run]) -> None:
         cmd = Custom(oneshot=core.Oneshot())
-        queue.push(cmd)
+        dispatcher.submit(cmd)
         await settle(cmd.oneshot)
         error = cmd.oneshot.exception(0)
         assert isinstance(error, TypeError) and "no handler for Custom()" in str(error)
@@ -110,7 +110,7 @@ def test_a_command_type_without_handler_fails_with_a_clear_error(core: ModuleTyp
 
 def test_abort_cancels_the_running_task_and_counts_it_once(core: ModuleType) -> None:
     async def body(dispatcher: Dispatcher, queue: Any, make_run: Callable[..., Run]) -> None:
-        cmd = await start_long_command(queue, make_run)
+        cmd = await start_long_command(dispatcher, make_run)
         assert cmd.oneshot.cancel()  # the caller gives up first, then asks for the abort
         dispatcher.abort(cmd)
         while dispatcher.in_flight():  # only a reaped (cancelled and accounted) task leaves
@@ -130,7 +130,7 @@ def test_abort_before_the_task_first_runs_is_accounted(core: ModuleType) -> None
 
     async def body(dispatcher: Dispatcher, queue: Any, make_run: Callable[..., Run]) -> None:
         cmd = make_run(asyncio.sleep, 30)
-        queue.push(cmd)
+        dispatcher.submit(cmd)
         dispatcher.on_wake()  # the dispatcher creates the task (started eagerly only on 3.12+)
         assert cmd.oneshot.cancel()  # the caller gives up...
         dispatcher.abort(cmd)  # ...and its abort lands before the task's first step
@@ -151,7 +151,7 @@ def test_a_command_completed_while_queued_is_counted_and_never_run(core: ModuleT
             ran.append("ran")
 
         cmd = make_run(record)
-        queue.push(cmd)
+        dispatcher.submit(cmd)
         assert cmd.oneshot.set_exception(OperationTimeoutError("timed out in the queue"))
         while dispatcher.metrics().queued:
             await asyncio.sleep(0)
@@ -169,8 +169,8 @@ def test_stop_all_lets_work_finish_within_grace_then_fails_the_rest(core: Module
             return "done"
 
         quick_cmd, slow_cmd = make_run(quick), make_run(asyncio.sleep, 30)
-        queue.push(quick_cmd)
-        queue.push(slow_cmd)
+        dispatcher.submit(quick_cmd)
+        dispatcher.submit(slow_cmd)
         while dispatcher.metrics().queued:
             await asyncio.sleep(0)
         await dispatcher.stop_all(grace=0.2)
@@ -185,20 +185,20 @@ def test_stop_all_lets_work_finish_within_grace_then_fails_the_rest(core: Module
 
 def test_leftovers_fail_with_shutdown_and_death_fails_everything(core: ModuleType) -> None:
     async def body(dispatcher: Dispatcher, queue: Any, make_run: Callable[..., Run]) -> None:
-        active = await start_long_command(queue, make_run)
+        active = await start_long_command(dispatcher, make_run)
         queued_then_closed = [make_run(asyncio.sleep, 0), make_run(asyncio.sleep, 0)]
-        for cmd in queued_then_closed:
-            queue.push(cmd)
+        late = make_run(asyncio.sleep, 0)
+        for cmd in [*queued_then_closed, late]:
+            dispatcher.submit(cmd)
         leftovers = queue.close()
-        assert leftovers == queued_then_closed
+        assert leftovers == [*queued_then_closed, late]
         cause = RuntimeError("loop exploded")
-        dispatcher.fail_for_death(leftovers, cause, "RuntimeError('loop exploded')")
+        dispatcher.fail_for_death(leftovers[:2], cause, "RuntimeError('loop exploded')")
         for cmd in [active, *queued_then_closed]:
             error = cmd.oneshot.exception(0)
             assert isinstance(error, RuntimeDiedError) and error.__cause__ is cause
             assert "loop exploded" in str(error)
         dispatcher.reap_all()  # the closing loop reaps the active one
-        late = make_run(asyncio.sleep, 0)
         dispatcher.fail_queued([late])
         assert isinstance(late.oneshot.exception(0), RuntimeShutdownError)
         metrics = dispatcher.metrics()
@@ -214,10 +214,36 @@ def test_a_cancelled_oneshot_reads_as_cancelled(core: ModuleType) -> None:
             raise asyncio.CancelledError
 
         cmd = make_run(cancel_myself)
-        queue.push(cmd)
+        dispatcher.submit(cmd)
         await settle(cmd.oneshot)
         with pytest.raises(CommandCancelledError):
             cmd.oneshot.result(0)
         assert dispatcher.metrics().cancelled == 1
+
+    serve(core, body)
+
+
+def test_submit_is_bounded_and_drained_commands_still_count(core: ModuleType) -> None:
+    async def body(dispatcher: Dispatcher, queue: Any, make_run: Callable[..., Run]) -> None:
+        gate = asyncio.Event()
+
+        async def held() -> None:
+            await gate.wait()
+
+        first, second, third = make_run(held), make_run(held), make_run(held)
+        assert dispatcher.submit(first, 2) == -1 and dispatcher.submit(second, 2) == -1
+        assert dispatcher.submit(third, 2) == 2, "refused: the count in flight"
+        assert not third.oneshot.done(), "a refusal touches nothing"
+        # Drained but not yet started, then running: they keep counting against the bound.
+        for _ in range(3):
+            await asyncio.sleep(0)
+            assert dispatcher.in_flight() == 2 and dispatcher.submit(third, 2) == 2
+        gate.set()
+        await settle(first.oneshot)
+        await settle(second.oneshot)
+        metrics = dispatcher.metrics()
+        assert (metrics.submitted, metrics.completed, metrics.in_flight) == (2, 2, 0), metrics
+        assert dispatcher.submit(third, 2) == -1
+        await settle(third.oneshot)
 
     serve(core, body)

@@ -55,8 +55,15 @@ async def where_async() -> dict[str, Any]:
     return {"thread": threading.current_thread().name}
 
 
-def test_bridge_state_is_the_core_registry() -> None:
-    assert isinstance(BRIDGE_STATE, AgentRegistry)
+def test_bridge_state_resolves_to_the_calling_runtimes_own_registry(runtime: PythonRuntime) -> None:
+    assert isinstance(runtime.bridge_state, runtime.core.AgentRegistry)
+    assert isinstance(BRIDGE_STATE.default, AgentRegistry)
+
+    async def resolved() -> bool:
+        return BRIDGE_STATE.current() is runtime.bridge_state
+
+    assert runtime.run(resolved)
+    assert BRIDGE_STATE.current() is BRIDGE_STATE.default, "off every runtime thread: the default registry"
 
 
 def test_register_installs_state_and_unregister_removes_it(runtime: PythonRuntime) -> None:

@@ -82,10 +82,33 @@ async def bounded(awaitable: Awaitable[T], seconds: float, on_expire: Callable[[
             if scope.expired():
                 raise on_expire() from None
             raise
+    # 3.10: wait_for runs the awaitable as a task of its own, and a task re-raises
+    # KeyboardInterrupt/SystemExit out of the event loop, killing it. Carry such an
+    # exception out of that task wrapped, and raise it here, in the caller's task.
     try:
-        return await asyncio.wait_for(awaitable, seconds)
+        return await asyncio.wait_for(_contained(awaitable), seconds)
     except asyncio.TimeoutError:
         raise on_expire() from None
+    except _Escaped as wrapper:
+        escaped = wrapper.exc
+    raise escaped
+
+
+class _Escaped(Exception):
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__()
+        self.exc = exc
+
+
+async def _contained(awaitable: Awaitable[T]) -> T:
+    try:
+        return await awaitable
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - carried to the caller's task by bounded()
+        raise _Escaped(exc) from None
 
 
 def _set_fut_done(fut: asyncio.Future[None]) -> None:
