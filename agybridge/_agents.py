@@ -16,7 +16,7 @@ from typing import Any
 
 from agybridge._backends._asyncio import bounded
 from agybridge._dispatcher import Handler
-from agybridge.commands import Chat, PyCommand, RegisterAgent, UnregisterAgent
+from agybridge.commands import CallAgent, Chat, PyCommand, RegisterAgent, UnregisterAgent
 from agybridge.config import RuntimeConfig
 from agybridge.errors import AgentAlreadyRegisteredError, ChatTimeoutError, CommandCancelledError, UnknownAgentError
 from agybridge.state import BRIDGE_STATE, AgentBridgeState, fire_hook_quietly
@@ -27,13 +27,13 @@ logger = logging.getLogger("agybridge")
 
 
 class _AgentSlot:
-    """An agent object living on the runtime loop, with the chat tasks running on it."""
+    """An agent object living on the runtime loop, with the chat and call tasks running on it."""
 
     __slots__ = ("agent", "chats")
 
     def __init__(self, agent: Any) -> None:
         self.agent = agent
-        self.chats: dict[Chat, asyncio.Task[Any]] = {}
+        self.chats: dict[Chat | CallAgent, asyncio.Task[Any]] = {}
 
 
 class AgentTable:
@@ -49,7 +49,12 @@ class AgentTable:
 
     def handlers(self) -> Mapping[type[PyCommand], Handler]:
         """The command handlers this table provides, for the dispatcher."""
-        return {Chat: self.chat, RegisterAgent: self.register, UnregisterAgent: self.unregister}
+        return {
+            Chat: self.chat,
+            CallAgent: self.call,
+            RegisterAgent: self.register,
+            UnregisterAgent: self.unregister,
+        }
 
     def ids(self) -> list[str]:
         """A snapshot of the registered ids (safe from any thread)."""
@@ -75,6 +80,38 @@ class AgentTable:
                     f"agent {cmd.agent_id!r} did not answer {cmd.describe()} within the {limit} s chat timeout"
                 ),
             )
+        finally:
+            slot.chats.pop(cmd, None)
+
+    async def call(self, cmd: CallAgent) -> Any:
+        """Await one method of the agent; it fails like a chat if the agent goes away meanwhile.
+
+        Bounded by the caller's round-trip timeout, not the chat timeout: a method is not a
+        chat turn (no hooks, no inter-agent spacing).
+        """
+        slot = self._slots.get(cmd.agent_id)
+        if slot is None:
+            raise UnknownAgentError(cmd.agent_id)
+        agent = slot.agent
+        if cmd.agent_type is not None and not isinstance(agent, cmd.agent_type):
+            raise TypeError(
+                f"agent {cmd.agent_id!r} is a {type(agent).__qualname__}, not the "
+                f"{cmd.agent_type.__qualname__} this handle was made for"
+            )
+        method = getattr(agent, cmd.method, None)
+        if not callable(method):
+            raise AttributeError(f"agent {cmd.agent_id!r} ({type(agent).__qualname__}) has no method {cmd.method!r}")
+        task = asyncio.current_task()
+        assert task is not None
+        slot.chats[cmd] = task
+        try:
+            awaitable = method(*cmd.args, **cmd.kwargs)
+            if not isinstance(awaitable, Awaitable):
+                raise TypeError(
+                    f"agent {cmd.agent_id!r}: {type(agent).__qualname__}.{cmd.method}() returned "
+                    f"{type(awaitable).__name__}, not an awaitable; handles call async methods"
+                )
+            return await awaitable
         finally:
             slot.chats.pop(cmd, None)
 

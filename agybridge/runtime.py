@@ -15,13 +15,17 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from types import ModuleType, TracebackType
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar, overload
 
 from agybridge import _select, _validate
 from agybridge._agents import AgentTable
 from agybridge._backends import await_oneshot, current_host
+from agybridge._context_managers import AsyncRemoteContext, RemoteContext, RemoteContextSource
 from agybridge._dispatcher import Dispatcher, RuntimeMetrics
+from agybridge._futures import CommandFuture
+from agybridge._handles import AgentHandle
 from agybridge._loop_thread import NEW, RUNNING, LoopThread
+from agybridge._wrap import Wrapped
 from agybridge.commands import Chat, PyCommand, RegisterAgent, Run, Shutdown, UnregisterAgent
 from agybridge.config import RuntimeConfig
 from agybridge.errors import DeadlockError, OperationTimeoutError, QueueClosedError, RuntimeBusyError
@@ -32,6 +36,8 @@ __all__ = ["PythonRuntime", "RuntimeMetrics", "caller_spin_budget"]
 logger = logging.getLogger("agybridge")
 
 T = TypeVar("T")
+A = TypeVar("A")
+P = ParamSpec("P")
 
 _COMMANDS = "a PyCommand (Chat, Run, RegisterAgent, UnregisterAgent, Shutdown)"
 
@@ -383,3 +389,73 @@ class PythonRuntime:
     def metrics(self) -> RuntimeMetrics:
         """A snapshot of this runtime's counters."""
         return self._dispatcher.metrics()
+
+    # -- the calls users know from the peers (asgiref, asyncer, anyio, synchronicity) ----------
+
+    @overload
+    def wrap(self, fn: Callable[P, Awaitable[T]], /, *, timeout: float | None = None) -> Wrapped[P, T]: ...
+
+    @overload
+    def wrap(
+        self, fn: None = None, /, *, timeout: float | None = None
+    ) -> Callable[[Callable[P, Awaitable[T]]], Wrapped[P, T]]: ...
+
+    def wrap(self, fn: Callable[P, Awaitable[T]] | None = None, /, *, timeout: float | None = None) -> Any:
+        """*fn* as a blocking callable with its exact parameters and return type.
+
+        ``runtime.wrap(fn)(*args)`` is ``runtime.run(fn, *args)``, typed; ``.aio`` is the
+        awaitable face, ``.submit`` returns a future. Usable as ``@runtime.wrap`` and
+        ``@runtime.wrap(timeout=5)`` on functions and methods. *timeout* bounds each call
+        (default ``config.operation_timeout``) and never mixes with *fn*'s own arguments.
+        """
+        if fn is None:
+            return lambda f: Wrapped(self, f, timeout)
+        return Wrapped(self, fn, timeout)
+
+    def submit(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> CommandFuture[T]:
+        """Start ``await fn(*args, **kwargs)`` on the runtime loop; return its future at once.
+
+        A :class:`concurrent.futures.Future` (``wait``, ``as_completed`` and
+        ``asyncio.wrap_future`` accept it) whose ``cancel()`` cancels the command's task;
+        the command is bounded by ``config.operation_timeout`` (``wrap(fn, timeout=...)
+        .submit(...)`` sets another bound). Raises at once if the runtime refuses it.
+        """
+        return Wrapped(self, fn).submit(*args, **kwargs)
+
+    def _submit_future(self, cmd: PyCommand) -> CommandFuture[Any]:
+        """Submit *cmd* without waiting; its outcome goes to the returned future."""
+        self._thread.check_fork()
+        future: CommandFuture[Any] = CommandFuture(cmd.oneshot, lambda: self._request_abort(cmd), self._thread.is_current)
+        try:
+            self._submit(cmd)
+        except Exception as exc:
+            cmd.oneshot.set_exception(exc)  # a refused command is completed too
+            raise
+        return future
+
+    def enter(self, cm: RemoteContextSource[T], /, *, timeout: float | None = None) -> RemoteContext[T]:
+        """``with runtime.enter(cm) as value:``: hold an async context manager open on the loop.
+
+        *cm* is an async context manager or a zero-argument callable making one (called on
+        the runtime loop). ``__aenter__`` and ``__aexit__`` run in one task there; the body's
+        exception reaches ``__aexit__``. *timeout* bounds the enter and the exit each.
+        """
+        return RemoteContext(self, cm, timeout)
+
+    def aenter(self, cm: RemoteContextSource[T], /, *, timeout: float | None = None) -> AsyncRemoteContext[T]:
+        """:meth:`enter` for asyncio and trio callers: ``async with runtime.aenter(cm) as value:``."""
+        return AsyncRemoteContext(self, cm, timeout)
+
+    @overload
+    def agent(self, agent_id: str, /, *, timeout: float | None = None) -> AgentHandle[Any]: ...
+
+    @overload
+    def agent(self, agent_id: str, agent_type: type[A], /, *, timeout: float | None = None) -> AgentHandle[A]: ...
+
+    def agent(self, agent_id: str, agent_type: type[Any] | None = None, /, *, timeout: float | None = None) -> Any:
+        """A handle on agent *agent_id*: call any of its async methods, blocking or via ``.aio``.
+
+        *agent_type* types the handle (``handle.call(MyAgent.method, ...)`` is then checked)
+        and is checked against the registered agent at each call. *timeout* bounds each call.
+        """
+        return AgentHandle(self, agent_id, agent_type, timeout)
