@@ -5,9 +5,13 @@ whose one thread runs every agent coroutine; agents call back into the host thro
 :func:`dispatch_tool`, :func:`dispatch_hook` and :func:`dispatch_policy_confirm`.
 """
 
+from agybridge._context_managers import AsyncRemoteContext, RemoteContext
 from agybridge._dispatcher import RuntimeMetrics
+from agybridge._futures import CommandFuture
+from agybridge._handles import AgentHandle, AioAgentHandle
 from agybridge._select import IMPLEMENTATION, AgentRegistry, CommandQueue, Oneshot
-from agybridge.commands import Chat, PyCommand, RegisterAgent, Run, Shutdown, UnregisterAgent
+from agybridge._wrap import AioWrapped, Wrapped
+from agybridge.commands import CallAgent, Chat, PyCommand, RegisterAgent, Run, Shutdown, UnregisterAgent
 from agybridge.config import (
     DEFAULT_CHAT_TIMEOUT_SECS,
     DEFAULT_INTER_AGENT_DELAY,
@@ -64,13 +68,19 @@ __all__ = [
     "IMPLEMENTATION",
     "AgentAlreadyRegisteredError",
     "AgentBridgeState",
+    "AgentHandle",
     "AgentRegistry",
     "AgyBridgeError",
+    "AioAgentHandle",
+    "AioWrapped",
+    "AsyncRemoteContext",
     "BridgeTimeoutError",
+    "CallAgent",
     "CallbackError",
     "Chat",
     "ChatTimeoutError",
     "CommandCancelledError",
+    "CommandFuture",
     "CommandQueue",
     "ConfigError",
     "ContextError",
@@ -89,6 +99,7 @@ __all__ = [
     "PythonRuntime",
     "QueueClosedError",
     "RegisterAgent",
+    "RemoteContext",
     "Run",
     "RuntimeBusyError",
     "RuntimeConfig",
@@ -101,6 +112,7 @@ __all__ = [
     "UnknownToolError",
     "UnregisterAgent",
     "WaitTimeoutError",
+    "Wrapped",
     "__version__",
     "default_chat_timeout",
     "default_operation_timeout",

@@ -87,7 +87,7 @@ class _Holder:
         else:
             try:
                 exc_info = await _asyncio.await_oneshot(self.signal, None, _never, _nothing)
-            except BaseException as exc:  # cancelled while held: shutdown or an abandoned exit
+            except BaseException as exc:  # noqa: BLE001 - cancelled while held: shutdown or an abandoned exit
                 cancelled = exc
                 exc_info = (type(exc), exc, exc.__traceback__)
         try:

@@ -425,7 +425,8 @@ class PythonRuntime:
     def _submit_future(self, cmd: PyCommand) -> CommandFuture[Any]:
         """Submit *cmd* without waiting; its outcome goes to the returned future."""
         self._thread.check_fork()
-        future: CommandFuture[Any] = CommandFuture(cmd.oneshot, lambda: self._request_abort(cmd), self._thread.is_current)
+        abort = lambda: self._request_abort(cmd)  # noqa: E731
+        future: CommandFuture[Any] = CommandFuture(cmd.oneshot, abort, self._thread.is_current)
         try:
             self._submit(cmd)
         except Exception as exc:
