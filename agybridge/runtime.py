@@ -432,6 +432,11 @@ class PythonRuntime:
         except Exception as exc:
             cmd.oneshot.set_exception(exc)  # a refused command is completed too
             raise
+        except BaseException:
+            # Ctrl-C after the push: nobody will get the future, so the command must not run on.
+            if cmd.oneshot.cancel():
+                self._request_abort(cmd)
+            raise
         return future
 
     def enter(self, cm: RemoteContextSource[T], /, *, timeout: float | None = None) -> RemoteContext[T]:

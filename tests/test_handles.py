@@ -141,6 +141,23 @@ def test_cancelled_aio_call_cancels_the_method(runtime: PythonRuntime, agent: Su
     assert asyncio_host(host) is True
     assert agent.cancelled.wait(10)
 
+    import trio
+
+    agent.started.clear()
+    agent.cancelled.clear()
+
+    async def trio_host_fn() -> bool:
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(handle.aio.stall)
+                await trio.to_thread.run_sync(agent.started.wait, 10)
+                scope.cancel()
+        return scope.cancelled_caught
+
+    assert trio_host(trio_host_fn) is True
+    assert agent.cancelled.wait(10)
+    assert runtime.metrics().cancelled == 2
+
 
 def test_ctrl_c_interrupts_a_handle_call_and_cancels_it(runtime: PythonRuntime, agent: Summarizer) -> None:
     if threading.current_thread() is not threading.main_thread():
