@@ -126,8 +126,12 @@ def _gone(runtime: PythonRuntime, holder: _Holder) -> BaseException:
     return CommandCancelledError(f"{what} was cancelled on the runtime loop while the caller held it")
 
 
-def _verdict(verdict: tuple[bool, BaseException | None], body_exc: BaseException | None) -> bool:
+def _verdict(holder: _Holder, verdict: tuple[bool, BaseException | None], body_exc: BaseException | None) -> bool:
     suppress, error = verdict
+    if isinstance(error, asyncio.CancelledError) and error is not body_exc:
+        # Cancelled on the runtime loop by code other than this caller: report it as every
+        # command's loop-side cancellation is reported, never as asyncio's own exception.
+        raise CommandCancelledError(f"{holder.__qualname__}: __aexit__ was cancelled on the runtime loop") from error
     if error is not None and error is not body_exc:
         raise error
     return suppress  # __aexit__ re-raising the body's own exception is "not suppressed"
@@ -182,7 +186,7 @@ class RemoteContext(_RemoteContextBase[T]):
         if cmd is None:
             raise _gone(self._runtime, holder)
         verdict: tuple[bool, BaseException | None] = self._runtime.send_command(cmd, self._timeout)
-        return _verdict(verdict, exc)
+        return _verdict(holder, verdict, exc)
 
 
 class AsyncRemoteContext(_RemoteContextBase[T]):
@@ -216,7 +220,7 @@ class AsyncRemoteContext(_RemoteContextBase[T]):
                 verdict = await self._wait(cmd)
         else:
             verdict = await self._wait(cmd)
-        return _verdict(verdict, exc)
+        return _verdict(holder, verdict, exc)
 
     async def _wait(self, cmd: Run) -> tuple[bool, BaseException | None]:
         result: Awaitable[tuple[bool, BaseException | None]] = self._runtime.asend_command(cmd, self._timeout)

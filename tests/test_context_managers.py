@@ -15,7 +15,7 @@ import httpx
 import pytest
 from conftest import asyncio_host, in_thread, make_config, trio_host
 
-from agybridge import DeadlockError, OperationTimeoutError, PythonRuntime, RuntimeShutdownError
+from agybridge import CommandCancelledError, DeadlockError, OperationTimeoutError, PythonRuntime, RuntimeShutdownError
 
 
 class Recorder:
@@ -320,3 +320,18 @@ def test_entering_from_the_runtime_loop_is_a_deadlock_error(runtime: PythonRunti
         return "no error"
 
     assert "runtime's own thread" in runtime.run(on_loop)
+
+
+def test_aexit_cancelled_on_the_loop_reports_command_cancelled(runtime: PythonRuntime) -> None:
+    @asynccontextmanager
+    async def self_cancelling_exit() -> AsyncIterator[None]:
+        yield
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        await asyncio.sleep(1)
+
+    with pytest.raises(CommandCancelledError, match="__aexit__ was cancelled"):
+        with runtime.enter(self_cancelling_exit):
+            pass
+    assert runtime.run(asyncio.sleep, 0, "still serving") == "still serving"
