@@ -12,7 +12,7 @@ from types import ModuleType
 
 import pytest
 from conftest import asyncio_host, make_config
-from test_wrap import probe
+from test_wrap import probe, settled
 
 from agybridge import CommandFuture, DeadlockError, OperationTimeoutError, PythonRuntime, RuntimeShutdownError
 
@@ -40,10 +40,11 @@ def test_futures_work_with_wait_and_as_completed(runtime: PythonRuntime) -> None
         failing.result()
     assert "fail_deep" in "".join(traceback.format_tb(info.value.__traceback__))
     seen: list[int] = []
-    runtime.submit(square, 9).add_done_callback(lambda f: seen.append(f.result()))
-    runtime.run(square, 0)  # barrier
-    assert seen == [81]
-    assert runtime.metrics().completed == 52
+    called = threading.Event()
+    runtime.submit(square, 9).add_done_callback(lambda f: (seen.append(f.result()), called.set()))
+    assert called.wait(10) and seen == [81]
+    metrics = settled(runtime)
+    assert metrics.completed == 51 and metrics.failed == 1
 
 
 def test_future_under_asyncio_wrap_future_and_its_cancellation(runtime: PythonRuntime) -> None:
@@ -80,7 +81,7 @@ def test_cancel_cancels_the_task_on_the_runtime_loop(runtime: PythonRuntime) -> 
     with pytest.raises(cf.CancelledError):
         future.result()
     runtime.run(square, 0)
-    assert runtime.metrics().cancelled == 1
+    assert settled(runtime).cancelled == 1
 
 
 def test_cancel_before_the_task_starts_means_it_never_runs(runtime: PythonRuntime) -> None:
@@ -103,7 +104,7 @@ def test_cancel_before_the_task_starts_means_it_never_runs(runtime: PythonRuntim
     blocker.result(10)
     runtime.run(square, 0)
     assert not ran.is_set()
-    assert runtime.metrics().cancelled == 1
+    assert settled(runtime).cancelled == 1
 
 
 def test_cancel_that_loses_to_the_result_leaves_the_result(runtime: PythonRuntime) -> None:
@@ -131,10 +132,9 @@ def test_cancel_that_loses_to_the_result_leaves_the_result(runtime: PythonRuntim
             assert future.result(10) == i and not future.cancelled()  # the result stays
             assert i in executed
             outcomes["result"] += 1
-    runtime.run(square, 0)  # barrier: everything before it is accounted
-    metrics = runtime.metrics()
-    assert metrics.submitted == metrics.finished == 401
-    assert metrics.completed == outcomes["result"] + 1
+    metrics = settled(runtime)
+    assert metrics.submitted == metrics.finished == 400
+    assert metrics.completed == outcomes["result"]
     assert metrics.cancelled == outcomes["cancelled"]
     assert len(executed) == len(set(executed))  # nothing ran twice
     assert outcomes["cancelled"] and outcomes["result"], outcomes  # both sides of the race were hit
@@ -152,7 +152,7 @@ def test_submit_is_bounded_by_the_operation_timeout(core: ModuleType) -> None:
         custom = rt.wrap(long_running, timeout=0.3).submit(5.0)
         with pytest.raises(OperationTimeoutError, match=r"0\.3 s"):
             custom.result(10)
-        assert rt.metrics().timed_out == 2
+        assert settled(rt).timed_out == 2
     finally:
         rt.shutdown(timeout=10)
 

@@ -10,6 +10,7 @@ from types import ModuleType
 
 import pytest
 from conftest import asyncio_host, make_config, trio_host
+from test_wrap import settled
 
 from agybridge import (
     AgentHandle,
@@ -122,7 +123,7 @@ def test_call_timeout_cancels_the_method(runtime: PythonRuntime, agent: Summariz
     with pytest.raises(OperationTimeoutError, match=r"CallAgent\(agent='s1', method='stall'\).*0\.2 s"):
         handle.stall()
     assert agent.cancelled.wait(10)
-    assert runtime.metrics().timed_out == 1
+    assert settled(runtime).timed_out == 1
 
 
 def test_cancelled_aio_call_cancels_the_method(runtime: PythonRuntime, agent: Summarizer) -> None:
@@ -156,7 +157,7 @@ def test_cancelled_aio_call_cancels_the_method(runtime: PythonRuntime, agent: Su
 
     assert trio_host(trio_host_fn) is True
     assert agent.cancelled.wait(10)
-    assert runtime.metrics().cancelled == 2
+    assert settled(runtime).cancelled == 2
 
 
 def test_ctrl_c_interrupts_a_handle_call_and_cancels_it(runtime: PythonRuntime, agent: Summarizer) -> None:
