@@ -38,7 +38,7 @@ from agybridge.errors import CommandCancelledError, RuntimeShutdownError
 if TYPE_CHECKING:
     from agybridge.runtime import PythonRuntime
 
-__all__ = ["AsyncRemoteContext", "RemoteContext", "RemoteContextSource"]
+__all__ = ["AsyncRemoteContext", "HeldCount", "RemoteContext", "RemoteContextSource"]
 
 T = TypeVar("T")
 
@@ -58,11 +58,25 @@ def _nothing() -> None:
     pass
 
 
+class HeldCount:
+    """How many holders are idle, waiting for their caller's exit (written on the loop thread).
+
+    A held context manager is an in-flight command, yet no caller waits behind it: the
+    runtime subtracts this count when it decides whether a caller may spin for its answer.
+    """
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
 class _Holder:
     """The one task that enters, holds and exits the context manager on the runtime loop."""
 
-    def __init__(self, source: RemoteContextSource[Any], entered: Oneshot, signal: Oneshot) -> None:
+    def __init__(self, source: RemoteContextSource[Any], entered: Oneshot, signal: Oneshot, held: HeldCount) -> None:
         self.source = source
+        self.held = held
         self.entered = entered  # the enter command's own oneshot: completed with the value
         self.signal = signal  # set by the caller with the body's (exc_type, exc, tb)
         self.task: asyncio.Task[Any] | None = None
@@ -85,11 +99,14 @@ class _Holder:
         if not self.entered.set_result(value):
             exc_info = _NO_EXCEPTION  # the caller gave up while we entered: exit at once
         else:
+            self.held.count += 1
             try:
                 exc_info = await _asyncio.await_oneshot(self.signal, None, _never, _nothing)
             except BaseException as exc:  # noqa: BLE001 - cancelled while held: shutdown or an abandoned exit
                 cancelled = exc
                 exc_info = (type(exc), exc, exc.__traceback__)
+            finally:
+                self.held.count -= 1
         try:
             suppress = bool(await kind.__aexit__(cm, *exc_info))
         except BaseException as exc:
@@ -138,7 +155,9 @@ def _verdict(holder: _Holder, verdict: tuple[bool, BaseException | None], body_e
 
 
 class _RemoteContextBase(Generic[T]):
-    def __init__(self, runtime: PythonRuntime, source: RemoteContextSource[T], timeout: float | None) -> None:
+    def __init__(
+        self, runtime: PythonRuntime, source: RemoteContextSource[T], timeout: float | None, held: HeldCount
+    ) -> None:
         if not (hasattr(type(source), "__aenter__") or callable(source)):
             raise TypeError(
                 f"enter() needs an async context manager or a callable returning one, not {type(source).__name__}"
@@ -146,7 +165,7 @@ class _RemoteContextBase(Generic[T]):
         self._runtime = runtime
         self._timeout = None if timeout is None else _validate.seconds("timeout", timeout)
         core = runtime.core
-        self._holder = _Holder(source, core.Oneshot(), core.Oneshot())
+        self._holder = _Holder(source, core.Oneshot(), core.Oneshot(), held)
         self._used = False
 
     def _enter_command(self) -> Run:

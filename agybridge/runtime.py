@@ -20,7 +20,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 from agybridge import _select, _validate
 from agybridge._agents import AgentTable
 from agybridge._backends import await_oneshot, current_host
-from agybridge._context_managers import AsyncRemoteContext, RemoteContext, RemoteContextSource
+from agybridge._context_managers import AsyncRemoteContext, HeldCount, RemoteContext, RemoteContextSource
 from agybridge._dispatcher import Dispatcher, RuntimeMetrics
 from agybridge._futures import CommandFuture
 from agybridge._handles import AgentHandle
@@ -84,6 +84,9 @@ class PythonRuntime:
         self._op_timeout = self.config.round_trip_timeout
         self._caller_spin = self.config.caller_spin
         self._agents = AgentTable(self.config)
+        # Context managers held open by enter(): in flight, but idle until their caller exits
+        # them, so they must not stop a caller from spinning for its answer.
+        self._held = HeldCount()
         self._dispatcher = Dispatcher(
             self._queue, {Run: _run_coroutine, **self._agents.handlers()}, self.config.loop_spin
         )
@@ -250,6 +253,10 @@ class PythonRuntime:
         """The caller completed *cmd* (cancel or timeout): stop its task on the loop."""
         self._thread.call_soon_threadsafe(self._dispatcher.abort, cmd)
 
+    def _spin_budget(self) -> float:
+        # Held context managers are in flight but idle: no caller's answer waits behind them.
+        return caller_spin_budget(self._caller_spin, self._dispatcher.in_flight() - self._held.count)
+
     def send_command(self, cmd: PyCommand, timeout: float | None = None) -> Any:
         """Submit *cmd* and block until its outcome; returns its result or raises its error.
 
@@ -277,7 +284,7 @@ class PythonRuntime:
             # The submit is inside the guard too: Ctrl-C can land after the push but before
             # the wait, and the command must not keep running then.
             self._submit(cmd)
-            spin = caller_spin_budget(self._caller_spin, self._dispatcher.in_flight())
+            spin = self._spin_budget()
             if not shot.wait(limit, spin) and shot.set_exception(self._timeout_error(cmd, limit)):
                 self._request_abort(cmd)
         except Exception as exc:
@@ -311,7 +318,7 @@ class PythonRuntime:
                 cmd.oneshot.set_exception(exc)  # a refused command is completed too
             raise
         on_loop = self._thread.is_current()
-        spin = 0.0 if on_loop else caller_spin_budget(self._caller_spin, self._dispatcher.in_flight())
+        spin = 0.0 if on_loop else self._spin_budget()
         return await await_oneshot(
             cmd.oneshot, limit, lambda: self._timeout_error(cmd, limit), lambda: self._request_abort(cmd), spin
         )
@@ -446,11 +453,11 @@ class PythonRuntime:
         the runtime loop). ``__aenter__`` and ``__aexit__`` run in one task there; the body's
         exception reaches ``__aexit__``. *timeout* bounds the enter and the exit each.
         """
-        return RemoteContext(self, cm, timeout)
+        return RemoteContext(self, cm, timeout, self._held)
 
     def aenter(self, cm: RemoteContextSource[T], /, *, timeout: float | None = None) -> AsyncRemoteContext[T]:
         """:meth:`enter` for asyncio and trio callers: ``async with runtime.aenter(cm) as value:``."""
-        return AsyncRemoteContext(self, cm, timeout)
+        return AsyncRemoteContext(self, cm, timeout, self._held)
 
     @overload
     def agent(self, agent_id: str, /, *, timeout: float | None = None) -> AgentHandle[Any]: ...

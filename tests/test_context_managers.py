@@ -335,3 +335,27 @@ def test_aexit_cancelled_on_the_loop_reports_command_cancelled(runtime: PythonRu
         with runtime.enter(self_cancelling_exit):
             pass
     assert runtime.run(asyncio.sleep, 0, "still serving") == "still serving"
+
+
+def test_a_held_context_manager_does_not_stop_callers_from_spinning(
+    runtime: PythonRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held open, it is in flight but idle: a run() in the body is still alone with its answer."""
+    import agybridge.runtime
+
+    asked: list[int] = []
+    budget = agybridge.runtime.caller_spin_budget
+
+    def recording_budget(configured: float, in_flight: int) -> float:
+        asked.append(in_flight)
+        return budget(configured, in_flight)
+
+    monkeypatch.setattr(agybridge.runtime, "caller_spin_budget", recording_budget)
+    with runtime.enter(Recorder()):
+        assert runtime.metrics().in_flight == 1  # the holder
+        asked.clear()
+        # Each call takes a while, so it is surely still in flight when its caller asks.
+        runtime.run(asyncio.sleep, 0.05)
+        asyncio_host(lambda: runtime.arun(asyncio.sleep, 0.05))
+        in_body = list(asked)
+    assert in_body == [1, 1]  # each caller counted only its own command, not the holder
