@@ -39,7 +39,7 @@ T = TypeVar("T")
 A = TypeVar("A")
 P = ParamSpec("P")
 
-_COMMANDS = "a PyCommand (Chat, Run, RegisterAgent, UnregisterAgent, Shutdown)"
+_COMMANDS = "a PyCommand (Chat, CallAgent, Run, RegisterAgent, UnregisterAgent, Shutdown)"
 
 
 def caller_spin_budget(configured: float, in_flight: int) -> float:
