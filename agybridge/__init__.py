@@ -5,10 +5,24 @@ whose one thread runs every agent coroutine; agents call back into the host thro
 :func:`dispatch_tool`, :func:`dispatch_hook` and :func:`dispatch_policy_confirm`.
 """
 
+from agybridge._context_managers import AsyncRemoteContext, RemoteContext
 from agybridge._dispatcher import RuntimeMetrics
+from agybridge._futures import CommandFuture
+from agybridge._handles import AgentHandle, AioAgentHandle
 from agybridge._select import IMPLEMENTATION, AgentRegistry, Channel, CommandQueue, Oneshot
 from agybridge._stream_consumer import AsyncStream, BlockingStream
-from agybridge.commands import Chat, ChatStream, PyCommand, RegisterAgent, Run, Shutdown, Stream, UnregisterAgent
+from agybridge._wrap import AioWrapped, Wrapped
+from agybridge.commands import (
+    CallAgent,
+    Chat,
+    ChatStream,
+    PyCommand,
+    RegisterAgent,
+    Run,
+    Shutdown,
+    Stream,
+    UnregisterAgent,
+)
 from agybridge.config import (
     DEFAULT_CHAT_TIMEOUT_SECS,
     DEFAULT_INTER_AGENT_DELAY,
@@ -70,12 +84,17 @@ __all__ = [
     "IMPLEMENTATION",
     "AgentAlreadyRegisteredError",
     "AgentBridgeState",
+    "AgentHandle",
     "AgentOwnershipError",
     "AgentRegistry",
     "AgyBridgeError",
+    "AioAgentHandle",
+    "AioWrapped",
+    "AsyncRemoteContext",
     "AsyncStream",
     "BlockingStream",
     "BridgeTimeoutError",
+    "CallAgent",
     "CallbackError",
     "CallerGoneError",
     "Channel",
@@ -83,6 +102,7 @@ __all__ = [
     "ChatStream",
     "ChatTimeoutError",
     "CommandCancelledError",
+    "CommandFuture",
     "CommandQueue",
     "CommandReusedError",
     "ConfigError",
@@ -102,6 +122,7 @@ __all__ = [
     "PythonRuntime",
     "QueueClosedError",
     "RegisterAgent",
+    "RemoteContext",
     "Run",
     "RuntimeBusyError",
     "RuntimeConfig",
@@ -117,6 +138,7 @@ __all__ = [
     "UnknownToolError",
     "UnregisterAgent",
     "WaitTimeoutError",
+    "Wrapped",
     "__version__",
     "default_chat_timeout",
     "default_operation_timeout",

@@ -21,7 +21,7 @@ from agybridge._dispatcher import Handler
 from agybridge._registry import claim_state, release_state
 from agybridge._select import AgentRegistry
 from agybridge._stream_producer import pump
-from agybridge.commands import Chat, ChatStream, PyCommand, RegisterAgent, UnregisterAgent
+from agybridge.commands import CallAgent, Chat, ChatStream, PyCommand, RegisterAgent, UnregisterAgent
 from agybridge.config import RuntimeConfig
 from agybridge.errors import AgentAlreadyRegisteredError, ChatTimeoutError, CommandCancelledError, UnknownAgentError
 from agybridge.state import BRIDGE_STATE, AgentBridgeState, _is_async_callable, fire_hook_quietly
@@ -94,13 +94,13 @@ def _check_agent(agent_id: str, agent: object) -> None:
 
 
 class _AgentSlot:
-    """An agent object living on the runtime loop, with the chat tasks running on it."""
+    """An agent object living on the runtime loop, with the chat and call tasks running on it."""
 
     __slots__ = ("agent", "chats")
 
     def __init__(self, agent: Any) -> None:
         self.agent = agent
-        self.chats: dict[Chat | ChatStream, asyncio.Task[Any]] = {}
+        self.chats: dict[Chat | ChatStream | CallAgent, asyncio.Task[Any]] = {}
 
 
 class AgentTable:
@@ -123,6 +123,7 @@ class AgentTable:
         return {
             Chat: self.chat,
             ChatStream: self.chat_stream,
+            CallAgent: self.call,
             RegisterAgent: self.register,
             UnregisterAgent: self.unregister,
         }
@@ -158,6 +159,38 @@ class AgentTable:
                     f"agent {cmd.agent_id!r} did not answer {cmd.describe()} within the {limit} s chat timeout"
                 ),
             )
+        finally:
+            slot.chats.pop(cmd, None)
+
+    async def call(self, cmd: CallAgent) -> Any:
+        """Await one method of the agent; it fails like a chat if the agent goes away meanwhile.
+
+        Bounded by the caller's round-trip timeout, not the chat timeout: a method is not a
+        chat turn (no hooks, no inter-agent spacing).
+        """
+        slot = self._slots.get(cmd.agent_id)
+        if slot is None:
+            raise UnknownAgentError(cmd.agent_id)
+        agent = slot.agent
+        if cmd.agent_type is not None and not isinstance(agent, cmd.agent_type):
+            raise TypeError(
+                f"agent {cmd.agent_id!r} is a {type(agent).__qualname__}, not the "
+                f"{cmd.agent_type.__qualname__} this handle was made for"
+            )
+        method = getattr(agent, cmd.method, None)
+        if not callable(method):
+            raise AttributeError(f"agent {cmd.agent_id!r} ({type(agent).__qualname__}) has no method {cmd.method!r}")
+        task = asyncio.current_task()
+        assert task is not None
+        slot.chats[cmd] = task
+        try:
+            awaitable = method(*cmd.args, **cmd.kwargs)
+            if not isinstance(awaitable, Awaitable):
+                raise TypeError(
+                    f"agent {cmd.agent_id!r}: {type(agent).__qualname__}.{cmd.method}() returned "
+                    f"{type(awaitable).__name__}, not an awaitable; handles call async methods"
+                )
+            return await awaitable
         finally:
             slot.chats.pop(cmd, None)
 

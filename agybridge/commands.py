@@ -19,7 +19,17 @@ from agybridge._select import Channel, Oneshot
 if TYPE_CHECKING:
     from agybridge.state import AgentBridgeState
 
-__all__ = ["Chat", "ChatStream", "PyCommand", "RegisterAgent", "Run", "Shutdown", "Stream", "UnregisterAgent"]
+__all__ = [
+    "CallAgent",
+    "Chat",
+    "ChatStream",
+    "PyCommand",
+    "RegisterAgent",
+    "Run",
+    "Shutdown",
+    "Stream",
+    "UnregisterAgent",
+]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -172,6 +182,45 @@ class ChatStream(PyCommand):
 
     def describe(self) -> str:
         return f"ChatStream(agent={self.agent_id!r})"
+
+
+class CallAgent(PyCommand):
+    """Await ``agent.<method>(*args, **kwargs)`` on the agent registered as *agent_id*.
+
+    The method is looked up by name on the runtime loop when the command runs. With
+    *agent_type*, the registered agent must be an instance of it (a handle typed for one
+    class must not silently call a same-named method of another).
+    """
+
+    __slots__ = ("agent_id", "agent_type", "args", "kwargs", "method")
+
+    agent_id: str
+    method: str
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+    agent_type: type[Any] | None
+
+    def __init__(
+        self,
+        agent_id: str,
+        method: str,
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        agent_type: type[Any] | None = None,
+        oneshot: Oneshot | None = None,
+    ) -> None:
+        super().__init__(oneshot=oneshot)
+        if not isinstance(method, str) or not method:
+            raise TypeError(f"method must be a non-empty str, not {type(method).__name__} {method!r}")
+        object.__setattr__(self, "agent_id", _validate.agent_id(agent_id))
+        object.__setattr__(self, "method", method)
+        object.__setattr__(self, "args", tuple(args))
+        object.__setattr__(self, "kwargs", MappingProxyType(dict(kwargs)) if kwargs else _EMPTY)
+        object.__setattr__(self, "agent_type", agent_type)
+
+    def describe(self) -> str:
+        return f"CallAgent(agent={self.agent_id!r}, method={self.method!r})"
 
 
 class RegisterAgent(PyCommand):

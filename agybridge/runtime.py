@@ -20,12 +20,16 @@ from typing import Any, ParamSpec, TypeVar, overload
 from agybridge import _callers, _select, _validate
 from agybridge._agents import AgentTable
 from agybridge._backends import await_oneshot, current_host
+from agybridge._context_managers import AsyncRemoteContext, HeldCount, RemoteContext, RemoteContextSource
 from agybridge._dispatcher import Dispatcher, RuntimeMetrics
+from agybridge._futures import CommandFuture
+from agybridge._handles import AgentHandle
 from agybridge._loop_thread import NEW, RUNNING, LoopThread
 from agybridge._registry import track_runtime
 from agybridge._select import AgentRegistry
 from agybridge._stream_consumer import AsyncStream, BlockingStream
 from agybridge._stream_producer import end_channel_with, run_stream
+from agybridge._wrap import Wrapped
 from agybridge.commands import (
     Chat,
     ChatStream,
@@ -52,9 +56,10 @@ __all__ = ["PythonRuntime", "RuntimeMetrics", "caller_spin_budget"]
 logger = logging.getLogger("agybridge")
 
 T = TypeVar("T")
+A = TypeVar("A")
 P = ParamSpec("P")
 
-_COMMANDS = "a PyCommand (Chat, Run, RegisterAgent, UnregisterAgent, Shutdown)"
+_COMMANDS = "a PyCommand (Chat, CallAgent, Run, RegisterAgent, UnregisterAgent, Shutdown)"
 
 
 def caller_spin_budget(configured: float, in_flight: int) -> float:
@@ -100,6 +105,9 @@ class PythonRuntime:
         self._caller_spin = self.config.caller_spin
         self._registry: AgentRegistry = self._core.AgentRegistry()
         self._agents = AgentTable(self.config, self._registry)
+        # Context managers held open by enter(): in flight, but idle until their caller exits
+        # them, so they must not stop a caller from spinning for its answer.
+        self._held = HeldCount()
         self._dispatcher = Dispatcher(
             self._queue, {Run: _run_coroutine, Stream: run_stream, **self._agents.handlers()}, self.config.loop_spin
         )
@@ -295,6 +303,10 @@ class PythonRuntime:
         """The caller completed *cmd* (cancel or timeout): stop its task on the loop."""
         self._thread.call_soon_threadsafe(self._dispatcher.abort, cmd)
 
+    def _spin_budget(self) -> float:
+        # Held context managers are in flight but idle: no caller's answer waits behind them.
+        return caller_spin_budget(self._caller_spin, self._dispatcher.in_flight() - self._held.count)
+
     def send_command(self, cmd: PyCommand, timeout: float | None = None) -> Any:
         """Submit *cmd* and block until its outcome; returns its result or raises its error.
 
@@ -332,7 +344,7 @@ class PythonRuntime:
                 # never reached the queue, so the loop has nothing to abort.
                 shot.set_exception(exc)
                 raise
-            spin = caller_spin_budget(self._caller_spin, self._dispatcher.in_flight())
+            spin = self._spin_budget()
             done = shot.wait(limit, spin) if caller is None else caller.wait(limit, spin)
             if not done and shot.set_exception(self._timeout_error(cmd, limit)):
                 self._request_abort(cmd)
@@ -366,7 +378,7 @@ class PythonRuntime:
             if isinstance(cmd, PyCommand):
                 cmd.oneshot.set_exception(exc)  # a refused command is completed too
             raise
-        spin = 0.0 if self._thread.is_current() else caller_spin_budget(self._caller_spin, self._dispatcher.in_flight())
+        spin = 0.0 if self._thread.is_current() else self._spin_budget()
         return await await_oneshot(
             cmd.oneshot, limit, lambda: self._timeout_error(cmd, limit), lambda: self._request_abort(cmd), spin
         )
@@ -537,3 +549,79 @@ class PythonRuntime:
     def metrics(self) -> RuntimeMetrics:
         """A snapshot of this runtime's counters."""
         return self._dispatcher.metrics()
+
+    # -- the calls users know from the peers (asgiref, asyncer, anyio, synchronicity) ----------
+
+    @overload
+    def wrap(self, fn: Callable[P, Awaitable[T]], /, *, timeout: float | None = None) -> Wrapped[P, T]: ...
+
+    @overload
+    def wrap(
+        self, fn: None = None, /, *, timeout: float | None = None
+    ) -> Callable[[Callable[P, Awaitable[T]]], Wrapped[P, T]]: ...
+
+    def wrap(self, fn: Callable[P, Awaitable[T]] | None = None, /, *, timeout: float | None = None) -> Any:
+        """*fn* as a blocking callable with its exact parameters and return type.
+
+        ``runtime.wrap(fn)(*args)`` is ``runtime.run(fn, *args)``, typed; ``.aio`` is the
+        awaitable face, ``.submit`` returns a future. Usable as ``@runtime.wrap`` and
+        ``@runtime.wrap(timeout=5)`` on functions and methods. *timeout* bounds each call
+        (default ``config.operation_timeout``) and never mixes with *fn*'s own arguments.
+        """
+        if fn is None:
+            return lambda f: Wrapped(self, f, timeout)
+        return Wrapped(self, fn, timeout)
+
+    def submit(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> CommandFuture[T]:
+        """Start ``await fn(*args, **kwargs)`` on the runtime loop; return its future at once.
+
+        A :class:`concurrent.futures.Future` (``wait``, ``as_completed`` and
+        ``asyncio.wrap_future`` accept it) whose ``cancel()`` cancels the command's task;
+        the command is bounded by ``config.operation_timeout`` (``wrap(fn, timeout=...)
+        .submit(...)`` sets another bound). Raises at once if the runtime refuses it.
+        """
+        return Wrapped(self, fn).submit(*args, **kwargs)
+
+    def _submit_future(self, cmd: PyCommand) -> CommandFuture[Any]:
+        """Submit *cmd* without waiting; its outcome goes to the returned future."""
+        self._thread.check_fork()
+        abort = lambda: self._request_abort(cmd)  # noqa: E731
+        future: CommandFuture[Any] = CommandFuture(cmd.oneshot, abort, self._thread.is_current)
+        try:
+            self._submit(cmd)
+        except Exception as exc:
+            cmd.oneshot.set_exception(exc)  # a refused command is completed too
+            raise
+        except BaseException:
+            # Ctrl-C after the push: nobody will get the future, so the command must not run on.
+            if cmd.oneshot.cancel():
+                self._request_abort(cmd)
+            raise
+        return future
+
+    def enter(self, cm: RemoteContextSource[T], /, *, timeout: float | None = None) -> RemoteContext[T]:
+        """``with runtime.enter(cm) as value:``: hold an async context manager open on the loop.
+
+        *cm* is an async context manager or a zero-argument callable making one (called on
+        the runtime loop). ``__aenter__`` and ``__aexit__`` run in one task there; the body's
+        exception reaches ``__aexit__``. *timeout* bounds the enter and the exit each.
+        """
+        return RemoteContext(self, cm, timeout, self._held)
+
+    def aenter(self, cm: RemoteContextSource[T], /, *, timeout: float | None = None) -> AsyncRemoteContext[T]:
+        """:meth:`enter` for asyncio and trio callers: ``async with runtime.aenter(cm) as value:``."""
+        return AsyncRemoteContext(self, cm, timeout, self._held)
+
+    @overload
+    def agent(self, agent_id: str, /, *, timeout: float | None = None) -> AgentHandle[Any]: ...
+
+    @overload
+    def agent(self, agent_id: str, agent_type: type[A], /, *, timeout: float | None = None) -> AgentHandle[A]: ...
+
+    def agent(self, agent_id: str, agent_type: type[Any] | None = None, /, *, timeout: float | None = None) -> Any:
+        """A handle on agent *agent_id*: call any of its async methods, blocking or via ``.aio``.
+
+        *agent_type* types the handle (``handle.call(MyAgent.method, ...)`` is then checked)
+        and is checked against the registered agent at each call. *timeout* bounds each call.
+        """
+        return AgentHandle(self, agent_id, agent_type, timeout)

@@ -1,0 +1,100 @@
+"""``wrap()``: an async function as a typed blocking callable, with an ``.aio`` face.
+
+The wrapper keeps *fn*'s exact parameters (``ParamSpec``) and return type, so a type
+checker flags a wrong argument at the call site; its options (the timeout) are given to
+``wrap()`` once and never share the call's namespace, so *fn* may have a parameter named
+``timeout`` of its own. Each call is one ``Run`` command, exactly what ``run()`` sends:
+same queue, same dispatcher, same guarantees, same cost.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+
+from agybridge import _validate
+from agybridge._futures import CommandFuture, Deadline
+from agybridge.commands import Run
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from agybridge.runtime import PythonRuntime
+
+__all__ = ["AioWrapped", "Wrapped"]
+
+P = ParamSpec("P")
+P2 = ParamSpec("P2")
+T = TypeVar("T")
+S = TypeVar("S")
+
+
+class Wrapped(Generic[P, T]):
+    """``fn`` made blocking: ``wrapped(*args)`` runs ``await fn(*args)`` on the runtime loop.
+
+    ``wrapped.aio(*args)`` is the same call for asyncio and trio callers, and
+    ``wrapped.submit(*args)`` returns a :class:`concurrent.futures.Future` instead of
+    blocking. Used as a decorator on a method, the wrapper binds like the function it
+    wraps: ``obj.method(...)`` blocks, ``obj.method.aio(...)`` is awaitable.
+    """
+
+    def __init__(self, runtime: PythonRuntime, fn: Callable[P, Awaitable[T]], timeout: float | None = None) -> None:
+        if not callable(fn):
+            raise TypeError(f"wrap() needs a coroutine function, not {type(fn).__name__} {fn!r}")
+        self._runtime = runtime
+        self._fn = fn
+        self._timeout = None if timeout is None else _validate.seconds("timeout", timeout)
+        # Looked up once: a call then costs what run() costs, one Run and one send_command.
+        self._oneshot = runtime.core.Oneshot
+        self._send = runtime.send_command
+        functools.update_wrapper(self, fn)  # __name__, __doc__, __wrapped__ for introspection
+
+    def __repr__(self) -> str:
+        return f"<agybridge wrapper of {getattr(self._fn, '__qualname__', self._fn)!r}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
+        result: T = self._send(Run(self._fn, args, kwargs, oneshot=self._oneshot()), self._timeout)
+        return result
+
+    @property
+    def aio(self) -> AioWrapped[P, T]:
+        """The same call, awaitable from asyncio (any loop) or trio."""
+        return AioWrapped(self._runtime, self._fn, self._timeout)
+
+    def submit(self, *args: P.args, **kwargs: P.kwargs) -> CommandFuture[T]:
+        """Start the call and return its future at once (see :meth:`PythonRuntime.submit`)."""
+        runtime = self._runtime
+        limit = runtime.config.round_trip_timeout if self._timeout is None else self._timeout
+        cmd = Run(Deadline(self._fn, limit), args, kwargs, oneshot=runtime.core.Oneshot())
+        future: CommandFuture[T] = runtime._submit_future(cmd)
+        return future
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any] | None = None) -> Self: ...
+
+    @overload
+    def __get__(self: Wrapped[Concatenate[S, P2], T], obj: S, owner: type[Any] | None = None) -> Wrapped[P2, T]: ...
+
+    def __get__(self, obj: Any, owner: type[Any] | None = None) -> Any:
+        if obj is None:
+            return self
+        bound: Callable[..., Awaitable[T]] = self._fn.__get__(obj, owner)
+        return Wrapped(self._runtime, bound, self._timeout)
+
+
+class AioWrapped(Generic[P, T]):
+    """The ``.aio`` face of a :class:`Wrapped`: ``await wrapped.aio(*args)``."""
+
+    __slots__ = ("_fn", "_runtime", "_timeout")
+
+    def __init__(self, runtime: PythonRuntime, fn: Callable[P, Awaitable[T]], timeout: float | None) -> None:
+        self._runtime = runtime
+        self._fn = fn
+        self._timeout = timeout
+
+    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
+        runtime = self._runtime
+        cmd = Run(self._fn, args, kwargs, oneshot=runtime.core.Oneshot())
+        result: T = await runtime.asend_command(cmd, self._timeout)
+        return result

@@ -1,0 +1,223 @@
+"""runtime.agent(id): call any async method of an agent, blocking or through .aio."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+from types import ModuleType
+
+import pytest
+from conftest import asyncio_host, make_config, trio_host
+from test_wrap import settled
+
+from agybridge import (
+    AgentHandle,
+    CommandCancelledError,
+    OperationTimeoutError,
+    PythonRuntime,
+    RuntimeShutdownError,
+    UnknownAgentError,
+)
+
+
+class Summarizer:
+    """An agent with more than chat: methods a caller wants to reach from sync code."""
+
+    def __init__(self, name: str = "s") -> None:
+        self.name = name
+        self.notes: list[str] = []
+        self.started = threading.Event()
+        self.cancelled = threading.Event()
+        self.closed = False
+
+    async def chat(self, message: str) -> str:
+        return f"{self.name}: {message}"
+
+    async def summarize(self, text: str, words: int = 2) -> str:
+        await asyncio.sleep(0)
+        return " ".join(text.split()[:words])
+
+    async def remember(self, note: str) -> int:
+        self.notes.append(note)
+        return len(self.notes)
+
+    async def where(self) -> str:
+        return threading.current_thread().name
+
+    async def stall(self) -> None:
+        self.started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+
+    def sync_method(self) -> int:
+        return 1
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def agent(runtime: PythonRuntime) -> Summarizer:
+    made: list[Summarizer] = []
+    runtime.register_agent("s1", lambda: made.append(Summarizer()) or made[-1])
+    return made[0]
+
+
+def test_blocking_face_calls_any_async_method(runtime: PythonRuntime, agent: Summarizer) -> None:
+    handle = runtime.agent("s1", Summarizer)
+    assert isinstance(handle, AgentHandle) and handle.agent_id == "s1"
+    assert handle.chat("hi") == "s: hi"
+    assert handle.summarize("one two three", words=1) == "one"
+    assert handle.call(Summarizer.summarize, "a b c") == "a b"
+    assert handle.call("remember", "x") == 1 and handle.remember("y") == 2
+    assert agent.notes == ["x", "y"]
+    assert handle.where() == runtime.config.thread_name
+    assert repr(handle) == "<AgentHandle 's1' Summarizer>"
+
+
+def test_aio_face_from_asyncio_and_trio(runtime: PythonRuntime, agent: Summarizer) -> None:
+    handle = runtime.agent("s1", Summarizer)
+
+    async def host() -> tuple[str, str, str, str]:
+        aio = handle.aio
+        return (
+            await aio.chat("hi"),
+            await aio.summarize("a b c", words=3),
+            await aio.call(Summarizer.summarize, "d e f"),
+            await aio.where(),
+        )
+
+    expected = ("s: hi", "a b c", "d e", runtime.config.thread_name)
+    assert asyncio_host(host) == expected
+    assert trio_host(host) == expected
+
+
+def test_errors_name_the_agent_and_the_method(runtime: PythonRuntime, agent: Summarizer) -> None:
+    with pytest.raises(UnknownAgentError, match="nobody"):
+        runtime.agent("nobody").summarize("x")
+    handle = runtime.agent("s1")
+    with pytest.raises(AttributeError, match=r"'s1'.*'missing'"):
+        handle.missing()
+    with pytest.raises(TypeError, match="not an awaitable"):
+        handle.sync_method()
+    with pytest.raises(AttributeError, match="private"):
+        handle.call("_secret")
+    with pytest.raises(AttributeError):
+        handle._secret  # noqa: B018 - private names are never forwarded
+    with pytest.raises(TypeError, match="not the str"):
+        runtime.agent("s1", str).call("upper")
+    with pytest.raises(TypeError, match="must be a class"):
+        runtime.agent("s1", 42)  # type: ignore[call-overload]
+    with pytest.raises(ValueError, match="non-empty"):
+        runtime.agent("")
+    assert runtime.agent("s1").summarize("still fine") == "still fine"
+
+
+def test_call_timeout_cancels_the_method(runtime: PythonRuntime, agent: Summarizer) -> None:
+    handle = runtime.agent("s1", Summarizer, timeout=0.2)
+    with pytest.raises(OperationTimeoutError, match=r"CallAgent\(agent='s1', method='stall'\).*0\.2 s"):
+        handle.stall()
+    assert agent.cancelled.wait(10)
+    assert settled(runtime).timed_out == 1
+
+
+def test_cancelled_aio_call_cancels_the_method(runtime: PythonRuntime, agent: Summarizer) -> None:
+    handle = runtime.agent("s1", Summarizer)
+
+    async def host() -> bool:
+        task = asyncio.ensure_future(handle.aio.stall())
+        await asyncio.get_running_loop().run_in_executor(None, agent.started.wait, 10)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return True
+        return False
+
+    assert asyncio_host(host) is True
+    assert agent.cancelled.wait(10)
+
+    import trio
+
+    agent.started.clear()
+    agent.cancelled.clear()
+
+    async def trio_host_fn() -> bool:
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(handle.aio.stall)
+                await trio.to_thread.run_sync(agent.started.wait, 10)
+                scope.cancel()
+        return scope.cancelled_caught
+
+    assert trio_host(trio_host_fn) is True
+    assert agent.cancelled.wait(10)
+    assert settled(runtime).cancelled == 2
+
+
+def test_ctrl_c_interrupts_a_handle_call_and_cancels_it(runtime: PythonRuntime, agent: Summarizer) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals are delivered to the main thread")
+
+    def interrupt_when_started() -> None:
+        if agent.started.wait(10):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_when_started).start()
+    with pytest.raises(KeyboardInterrupt):
+        runtime.agent("s1").stall()
+    assert agent.cancelled.wait(10)
+
+
+def test_unregister_fails_in_flight_calls_and_replace_reaches_the_new_agent(
+    runtime: PythonRuntime, agent: Summarizer
+) -> None:
+    handle = runtime.agent("s1", Summarizer)
+    errors: list[BaseException] = []
+
+    def caller() -> None:
+        try:
+            handle.stall()
+        except BaseException as exc:
+            errors.append(exc)
+
+    waiter = threading.Thread(target=caller)
+    waiter.start()
+    assert agent.started.wait(10)
+    runtime.register_agent("s1", lambda: Summarizer("second"), replace=True)
+    waiter.join(10)
+    assert errors and isinstance(errors[0], CommandCancelledError) and "replaced" in str(errors[0])
+    assert agent.cancelled.wait(10) and agent.closed
+    assert handle.chat("hi") == "second: hi"  # a handle is a name: it reaches the new agent
+    runtime.unregister_agent("s1")
+    with pytest.raises(UnknownAgentError):
+        handle.summarize("gone")
+
+
+def test_shutdown_fails_in_flight_and_later_handle_calls(core: ModuleType) -> None:
+    rt = PythonRuntime(make_config(shutdown_grace=0.1), core=core).start()
+    made: list[Summarizer] = []
+    rt.register_agent("s1", lambda: made.append(Summarizer()) or made[-1])
+    handle = rt.agent("s1", Summarizer)
+    errors: list[BaseException] = []
+
+    def caller() -> None:
+        try:
+            handle.stall()
+        except BaseException as exc:
+            errors.append(exc)
+
+    waiter = threading.Thread(target=caller)
+    waiter.start()
+    assert made[0].started.wait(10)
+    rt.shutdown(timeout=10)
+    waiter.join(10)
+    assert errors and isinstance(errors[0], RuntimeShutdownError)
+    assert made[0].cancelled.is_set() and made[0].closed
+    with pytest.raises(RuntimeShutdownError):
+        handle.summarize("late")

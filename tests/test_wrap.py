@@ -1,0 +1,235 @@
+"""wrap(): a typed blocking callable with an .aio face, one Run command per call."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from types import ModuleType
+from typing import Any
+
+import pytest
+from conftest import asyncio_host, make_config, trio_host
+
+from agybridge import (
+    CommandCancelledError,
+    ConfigError,
+    DeadlockError,
+    OperationTimeoutError,
+    PythonRuntime,
+    RuntimeMetrics,
+    RuntimeShutdownError,
+)
+
+
+def settled(runtime: PythonRuntime, timeout: float = 10.0) -> RuntimeMetrics:
+    """The metrics once nothing is in flight: a caller can see its outcome (a timeout, a
+    cancellation) a moment before the runtime loop has finished the task and counted it."""
+    deadline = time.monotonic() + timeout
+    metrics = runtime.metrics()
+    while metrics.in_flight and time.monotonic() < deadline:
+        threading.Event().wait(0.005)
+        metrics = runtime.metrics()
+    return metrics
+
+
+def probe() -> tuple[Any, threading.Event, threading.Event]:
+    """A coroutine function that signals when it starts and when it is cancelled."""
+    started = threading.Event()
+    cancelled = threading.Event()
+
+    async def long_running(seconds: float = 30.0) -> str:
+        started.set()
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "finished"
+
+    return long_running, started, cancelled
+
+
+async def fetch(url: str, *, timeout: float = 1.0) -> tuple[str, float, str]:
+    """Has a parameter named timeout of its own: wrap() must pass it through untouched."""
+    await asyncio.sleep(0)
+    return url, timeout, threading.current_thread().name
+
+
+async def fail(message: str) -> None:
+    await asyncio.sleep(0)
+    raise LookupError(message)
+
+
+def test_wrapper_blocks_and_passes_every_argument_through(runtime: PythonRuntime) -> None:
+    fetch_sync = runtime.wrap(fetch)
+    assert fetch_sync("u", timeout=7.5) == ("u", 7.5, runtime.config.thread_name)
+    assert fetch_sync.__name__ == "fetch" and fetch_sync.__doc__ == fetch.__doc__
+    assert fetch_sync.__wrapped__ is fetch  # type: ignore[attr-defined]
+    with pytest.raises(LookupError, match="remote failure") as info:
+        runtime.wrap(fail)("remote failure")
+    assert "fail" in "".join(str(entry.name) for entry in info.traceback)  # the remote frame is kept
+
+
+def test_aio_face_from_asyncio_and_trio(runtime: PythonRuntime) -> None:
+    fetch_sync = runtime.wrap(fetch)
+
+    async def host() -> Any:
+        return await fetch_sync.aio("a", timeout=2.0)
+
+    assert asyncio_host(host) == ("a", 2.0, runtime.config.thread_name)
+    assert trio_host(host) == ("a", 2.0, runtime.config.thread_name)
+
+
+def test_decorator_on_functions_and_methods(runtime: PythonRuntime) -> None:
+    @runtime.wrap
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    class Store:
+        def __init__(self) -> None:
+            self.items = {"k": 41}
+
+        @runtime.wrap(timeout=5)
+        async def get(self, key: str) -> int:
+            await asyncio.sleep(0)
+            return self.items[key] + 1
+
+    store = Store()
+    assert add(2, 3) == 5
+    assert store.get("k") == 42
+    assert Store.get is Store.__dict__["get"]  # unbound access returns the wrapper itself
+    assert asyncio_host(lambda: store.get.aio("k")) == 42
+    assert runtime.wrap(store.get.__wrapped__.__get__(store))("k") == 42  # type: ignore[attr-defined]
+
+
+def test_timeout_belongs_to_wrap_and_cancels_the_task(runtime: PythonRuntime) -> None:
+    long_running, started, cancelled = probe()
+    slow = runtime.wrap(long_running, timeout=0.2)
+    with pytest.raises(OperationTimeoutError) as info:
+        slow()
+    assert "long_running" in str(info.value) and "0.2 s" in str(info.value)
+    assert started.is_set() and cancelled.wait(10)
+
+    async def host() -> str:
+        try:
+            await slow.aio()
+        except OperationTimeoutError as exc:
+            return str(exc)
+        return "no timeout"
+
+    assert "0.2 s" in asyncio_host(host)
+    assert "0.2 s" in trio_host(host)
+    assert settled(runtime).timed_out == 3
+    with pytest.raises(ConfigError, match="timeout"):
+        runtime.wrap(fetch, timeout=-1)
+    with pytest.raises(TypeError, match="coroutine function"):
+        runtime.wrap(42)  # type: ignore[call-overload]
+
+
+def test_cancelled_aio_call_cancels_the_remote_task(runtime: PythonRuntime) -> None:
+    long_running, started, cancelled = probe()
+    slow = runtime.wrap(long_running)
+
+    async def asyncio_caller() -> bool:
+        task = asyncio.ensure_future(slow.aio())
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return True
+        return False
+
+    assert asyncio_host(asyncio_caller) is True
+    assert cancelled.wait(10)
+
+    import trio
+
+    started.clear()
+    cancelled.clear()
+
+    async def trio_caller() -> bool:
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(slow.aio)
+                await trio.to_thread.run_sync(started.wait, 10)
+                scope.cancel()
+        return scope.cancelled_caught
+
+    assert trio_host(trio_caller) is True
+    assert cancelled.wait(10)
+    assert settled(runtime).cancelled == 2
+
+
+def test_task_cancelled_on_the_loop_reports_cancellation(runtime: PythonRuntime) -> None:
+    @runtime.wrap
+    async def self_cancelling() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        await asyncio.sleep(1)
+
+    with pytest.raises(CommandCancelledError):
+        self_cancelling()
+
+
+def test_ctrl_c_interrupts_a_wrapped_call_and_cancels_the_task(runtime: PythonRuntime) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals are delivered to the main thread")
+    long_running, started, cancelled = probe()
+
+    def interrupt_when_started() -> None:
+        if started.wait(10):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_when_started).start()
+    with pytest.raises(KeyboardInterrupt):
+        runtime.wrap(long_running, timeout=30)()
+    assert cancelled.wait(10), "Ctrl-C did not cancel the wrapped call's task"
+    assert runtime.wrap(fetch)("after")[0] == "after"
+
+
+def test_blocking_call_on_the_runtime_loop_is_a_deadlock_error(runtime: PythonRuntime) -> None:
+    fetch_sync = runtime.wrap(fetch)
+
+    async def on_loop() -> str:
+        try:
+            fetch_sync("x")
+        except DeadlockError as exc:
+            return str(exc)
+        return "no error"
+
+    assert "runtime's own thread" in runtime.run(on_loop)
+
+    async def aio_on_loop() -> Any:
+        return await fetch_sync.aio("y")  # awaiting from the runtime loop itself is fine
+
+    assert runtime.run(aio_on_loop)[0] == "y"
+
+
+def test_shutdown_fails_in_flight_and_later_wrapped_calls(core: ModuleType) -> None:
+    rt = PythonRuntime(make_config(shutdown_grace=0.1), core=core).start()
+    long_running, started, cancelled = probe()
+    slow = rt.wrap(long_running)
+    errors: list[BaseException] = []
+
+    def caller() -> None:
+        try:
+            slow()
+        except BaseException as exc:
+            errors.append(exc)
+
+    waiter = threading.Thread(target=caller)
+    waiter.start()
+    assert started.wait(10)
+    rt.shutdown(timeout=10)
+    waiter.join(10)
+    assert errors and isinstance(errors[0], RuntimeShutdownError)
+    assert cancelled.is_set()
+    with pytest.raises(RuntimeShutdownError):
+        rt.wrap(fetch)("late")
+    with pytest.raises(RuntimeShutdownError):
+        asyncio.run(rt.wrap(fetch).aio("late"))
