@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from agybridge.errors import PolicyDeniedError
@@ -111,12 +111,20 @@ class ScriptedAgent:
         self.closed = True
 
 
+def _word_chunks(text: str) -> list[str]:
+    """*text* in word-sized chunks that join back to it exactly."""
+    chunks = re.findall(r"\S+\s*", text)
+    return chunks or [text]
+
+
 def planning_model(latency: float = 0.0) -> FunctionModel:
     """A pydantic-ai ``FunctionModel`` that plans like :class:`ScriptedAgent`.
 
     It calls the tools written in the prompt (``name(k=v)``), then answers from their
     results, reporting denials the way :class:`ScriptedAgent` does, after *latency* seconds
-    of simulated model time per request.
+    of simulated model time per request. It streams too (``Agent.iter``/``run_stream``):
+    tool calls as deltas, the answer word by word, the first word after *latency* and the
+    rest spread over another *latency*, as a model streaming its tokens would.
     """
     from pydantic_ai.messages import (
         ModelMessage,
@@ -128,7 +136,7 @@ def planning_model(latency: float = 0.0) -> FunctionModel:
         ToolReturnPart,
         UserPromptPart,
     )
-    from pydantic_ai.models.function import AgentInfo, FunctionModel
+    from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
     def user_prompts(messages: list[ModelMessage]) -> list[str]:
         prompts: list[str] = []
@@ -140,8 +148,8 @@ def planning_model(latency: float = 0.0) -> FunctionModel:
     def failed(part: Any) -> bool:
         return isinstance(part, RetryPromptPart) or getattr(part, "outcome", None) in ("retried", "failed", "denied")
 
-    async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-        await asyncio.sleep(latency)
+    def plan(messages: list[ModelMessage]) -> str | list[ToolCall]:
+        """The answer's text, or the tool calls to make first."""
         last = messages[-1]
         results = [p for p in getattr(last, "parts", ()) if isinstance(p, (ToolReturnPart, RetryPromptPart))]
         turn = len(user_prompts(messages))
@@ -150,10 +158,28 @@ def planning_model(latency: float = 0.0) -> FunctionModel:
                 f"{part.tool_name} denied ({part.content})" if failed(part) else f"{part.tool_name} -> {part.content}"
                 for part in results
             ]
-            return ModelResponse(parts=[TextPart(f"turn {turn}: " + "; ".join(summary))])
+            return f"turn {turn}: " + "; ".join(summary)
         calls = plan_from_message(user_prompts(messages)[-1])
-        if not calls:
-            return ModelResponse(parts=[TextPart(f"turn {turn}: no tools needed")])
-        return ModelResponse(parts=[ToolCallPart(name, args) for name, args in calls])
+        return calls or f"turn {turn}: no tools needed"
 
-    return FunctionModel(respond)
+    async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        await asyncio.sleep(latency)
+        planned = plan(messages)
+        if isinstance(planned, str):
+            return ModelResponse(parts=[TextPart(planned)])
+        return ModelResponse(parts=[ToolCallPart(name, args) for name, args in planned])
+
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
+        await asyncio.sleep(latency)
+        planned = plan(messages)
+        if isinstance(planned, str):
+            chunks = _word_chunks(planned)
+            for index, chunk in enumerate(chunks):
+                if index:
+                    await asyncio.sleep(latency / len(chunks))
+                yield chunk
+            return
+        for index, (name, args) in enumerate(planned):
+            yield {index: DeltaToolCall(name=name, json_args=json.dumps(args), tool_call_id=f"call-{index}")}
+
+    return FunctionModel(respond, stream_function=stream)
