@@ -86,26 +86,34 @@ class ScriptedAgent:
         await asyncio.sleep(self.latency)
 
     async def chat(self, message: str) -> str:
+        return "".join([chunk async for chunk in self.chat_stream(message)])
+
+    async def chat_stream(self, message: str) -> AsyncIterator[str]:
+        """The reply of :meth:`chat`, as it is made: the turn after the first think, then each tool's outcome."""
         if self.closed:
             raise RuntimeError(f"agent {self.agent_id!r} is closed")
         self.turn += 1
         self.history.append(("user", message))
         await self._think()
+        yield f"turn {self.turn}: "
         outcomes: list[str] = []
         for index, (name, args) in enumerate(self.planner(message)):
             context = json.dumps({"args": args, "turn": self.turn, "call_id": f"{self.agent_id}:{self.turn}:{index}"})
             try:
                 result = await dispatch_tool(self.agent_id, name, context)
             except PolicyDeniedError as denial:
-                outcomes.append(f"{name} denied ({denial.reason})")
+                outcome = f"{name} denied ({denial.reason})"
                 self.history.append(("tool", f"{name} denied"))
-                continue
-            outcomes.append(f"{name} -> {result}")
-            self.history.append(("tool", f"{name} -> {result}"))
+            else:
+                outcome = f"{name} -> {result}"
+                self.history.append(("tool", outcome))
+            yield ("; " if outcomes else "") + outcome
+            outcomes.append(outcome)
         await self._think()
+        if not outcomes:
+            yield "no tools needed"
         reply = f"turn {self.turn}: " + ("; ".join(outcomes) if outcomes else "no tools needed")
         self.history.append(("assistant", reply))
-        return reply
 
     async def aclose(self) -> None:
         self.closed = True
