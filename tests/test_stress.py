@@ -314,6 +314,9 @@ def test_stress_streams_lose_duplicate_reorder_nothing_and_close_every_producer_
         want = {"full": n, "break": stop + 1, "error": stop, "timeout": stop, "cancel": None}[kind]
         if label == "shutdown" or want is None:
             return None if len(got) <= n else f"{len(got)} items of {n}"
+        if label == "timeout":
+            # Under load a 50 ms item timeout may fire before the stall; never after it.
+            return None if len(got) <= want else f"{len(got)} items past a stall at {want}"
         if len(got) != want:
             return f"{len(got)} items, expected {want} ({label})"
         return None
