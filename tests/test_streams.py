@@ -456,3 +456,24 @@ def test_a_finally_block_that_awaits_runs_to_its_end(runtime: PythonRuntime) -> 
     while len(finished) < len(started) and time.monotonic() < deadline:
         runtime.run(asyncio.sleep, 0.01)
     assert sorted(finished) == sorted(started) == list(range(200))
+
+
+def test_leaving_a_chat_stream_early_cancels_the_chat(runtime: PythonRuntime) -> None:
+    """No after_chat with a partial reply, no on_error: the chat ends as cancelled."""
+    events: list[str] = []
+    state = AgentBridgeState(
+        hooks={event: [lambda a, e, ctx: events.append(e)] for event in ("before_chat", "after_chat", "on_error")}
+    )
+    agents: list[StreamingAgent] = []
+
+    def factory() -> StreamingAgent:
+        agents.append(StreamingAgent())
+        return agents[-1]
+
+    runtime.register_agent("s", factory, state)
+    for chunk in runtime.chat_stream("s", " ".join(["word"] * 1000), buffer=2):
+        assert chunk == "word "
+        break
+    assert agents[0].closed.wait(5)
+    assert runtime.chat("s", "still here") == "still here "  # a later chat runs its hooks in full
+    assert events == ["before_chat", "before_chat", "after_chat"]
