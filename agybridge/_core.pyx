@@ -315,6 +315,9 @@ cdef class Oneshot:
                 spun = self._spin(spin if limit < 0 else min(spin, limit))
             if spun:
                 return True
+        # A signal that arrived while spinning (GIL released) is not seen by the blocking
+        # acquire below, which reports only signals landing during it: run the handlers now.
+        PyErr_CheckSignals()
         if limit >= 0:
             deadline = _monotonic() + limit
         while True:
@@ -888,6 +891,8 @@ cdef class Channel:
         if limit >= 0:
             deadline = _monotonic() + limit
         try:
+            # A signal that arrived while spinning is not seen by the blocking acquire below.
+            PyErr_CheckSignals()
             while True:
                 if limit < 0:
                     micros = -1

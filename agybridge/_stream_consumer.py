@@ -121,7 +121,7 @@ class _StreamBase(Generic[T]):
             cmd.channel.cancel()
             self._batch = []
             if cmd.oneshot.cancel():
-                self._runtime._request_abort(cmd)
+                self._runtime._request_stream_stop(cmd)
         else:
             self._state = _CLOSED
 

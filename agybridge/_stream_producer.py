@@ -7,20 +7,39 @@ the buffer ahead of the consumer) and parks on a future the consumer's ``take`` 
 Ending the channel is not done here: the runtime ends it with the command's outcome (see
 :func:`end_channel_with`), so a stream ends exactly when its command does, whatever the
 reason (exhausted, failed, cancelled, shut down, the runtime died).
+
+A consumer that leaves cancels the channel, then asks the loop to stop the stream
+(:func:`stop_stream`). The task is cancelled only while the producer's own code is
+running (inside ``__anext__``, or before the pump started): a producer parked for room,
+or already being closed, stops by itself, and cancelling it then would cut its
+``finally`` blocks short at their first ``await``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from agybridge._select import Channel, Oneshot
-from agybridge.commands import Stream
+from agybridge.commands import ChatStream, PyCommand, Stream
 from agybridge.errors import CommandCancelledError
 
-__all__ = ["end_channel_with", "open_source", "pump", "run_stream"]
+__all__ = ["ConsumerLeft", "end_channel_with", "open_source", "pump", "run_stream", "stop_stream"]
+
+# Channels whose pump is parked for room or closing its producer: it stops by itself once
+# the consumer cancels. Touched only on the loop thread that runs the pump (one per
+# runtime); a set's add/discard/membership are atomic, so runtimes never interfere.
+_SELF_STOPPING: set[Channel] = set()
+
+
+class ConsumerLeft(asyncio.CancelledError):
+    """The consumer left before the producer was done: the stream's command is cancelled.
+
+    A ``CancelledError`` so that a streamed chat ends as cancelled (no ``after_chat`` with a
+    partial reply), exactly as when the task itself is cancelled.
+    """
 
 
 def _set_done(fut: asyncio.Future[None]) -> None:
@@ -45,17 +64,40 @@ async def _room(channel: Channel) -> None:
 
 
 async def pump(channel: Channel, items: AsyncIterator[Any]) -> None:
-    """Move items from *items* into *channel* until it is exhausted or the consumer leaves."""
-    while not channel.cancelled:
-        if channel.full():
-            await _room(channel)
-            continue
+    """Move items from *items* into *channel* until it is exhausted, then close *items* here.
+
+    Raises :class:`ConsumerLeft` if the consumer left first; *items* is closed on this loop
+    (its ``finally`` blocks run to their end) however the pump ends.
+    """
+    try:
+        while not channel.cancelled:
+            if channel.full():
+                _SELF_STOPPING.add(channel)
+                try:
+                    await _room(channel)
+                finally:
+                    _SELF_STOPPING.discard(channel)
+                continue
+            try:
+                item = await items.__anext__()
+            except StopAsyncIteration:
+                return
+            if not channel.put(item):
+                break  # the consumer left while the item was being made
+        raise ConsumerLeft("the consumer left the stream")
+    finally:
+        _SELF_STOPPING.add(channel)
         try:
-            item = await items.__anext__()
-        except StopAsyncIteration:
-            return
-        if not channel.put(item):
-            return  # the consumer left while the item was being made
+            await close_source(items)
+        finally:
+            _SELF_STOPPING.discard(channel)
+
+
+def stop_stream(cmd: PyCommand, abort: Callable[[PyCommand], None]) -> None:
+    """On the loop: the consumer of *cmd* left; cancel its task unless the pump stops by itself."""
+    if isinstance(cmd, (Stream, ChatStream)) and cmd.channel in _SELF_STOPPING:
+        return
+    abort(cmd)
 
 
 async def open_source(source: Any, what: str) -> AsyncIterator[Any]:
@@ -81,10 +123,7 @@ async def close_source(items: AsyncIterator[Any]) -> None:
 async def run_stream(cmd: Stream) -> None:
     """The handler of :class:`~agybridge.commands.Stream` commands."""
     items = await open_source(cmd.fn(*cmd.args, **cmd.kwargs), cmd.describe())
-    try:
-        await pump(cmd.channel, items)
-    finally:
-        await close_source(items)
+    await pump(cmd.channel, items)
 
 
 def end_channel_with(channel: Channel, what: str) -> Any:

@@ -1,11 +1,12 @@
 """``python -m agybridge demo``: the whole bridge working, end to end.
 
 Agents run on the one runtime thread; host threads, an asyncio host loop and a trio host
-all chat with every agent at once. Agents call host tools (a sync tool in a worker thread,
-an async tool on the loop that registered the agent), a hook records every event and a
-policy denies one tool. The run checks its own bookkeeping: it exits non-zero if any chat
-is lost, fails unexpectedly, or if the counts of tool calls, denials and hooks disagree
-with what the scenario must produce.
+all chat with every agent at once, every other turn streamed chunk by chunk. Agents call
+host tools (a sync tool in a worker thread, an async tool on the loop that registered the
+agent), a hook records every event and a policy denies one tool. The run checks its own
+bookkeeping: it exits non-zero if any chat is lost, fails unexpectedly, or if the counts
+of tool calls, denials, hooks and streamed chats disagree with what the scenario must
+produce. The summary sets a streamed chat's time to its first chunk against its whole reply.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = ["DemoOptions", "DemoReport", "main", "run_demo"]
 
 CITIES = ("Paris", "Lagos", "Lima", "Osaka", "Oslo", "Quito", "Perth", "Delhi")
 DENY_EVERY = 5  # every 5th turn asks for the forbidden tool
+STREAM_EVERY = 2  # every 2nd turn is a streamed chat (chat_stream / achat_stream)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,9 @@ class DemoReport:
     chats_failed: int = 0
     failures: list[str] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
+    streamed: Counter[str] = field(default_factory=Counter)  # streamed chats completed, per host kind
+    first_chunk: list[float] = field(default_factory=list)  # streamed chats: time to the first chunk
+    whole_reply: list[float] = field(default_factory=list)  # streamed chats: time to the last chunk
     tool_runs: Counter[str] = field(default_factory=Counter)
     async_tool_hosts: Counter[str] = field(default_factory=Counter)
     denials: int = 0
@@ -87,6 +92,12 @@ class _Recorder:
             self.report.tool_runs[name] += 1
             if host is not None:
                 self.report.async_tool_hosts[host] += 1
+
+    def streamed(self, host: str, first: float, whole: float) -> None:
+        with self.lock:
+            self.report.streamed[host] += 1
+            self.report.first_chunk.append(first)
+            self.report.whole_reply.append(whole)
 
     def chat(self, seconds: float | None, error: str | None, reply: str = "") -> None:
         with self.lock:
@@ -206,8 +217,13 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout, err: TextIO = sys.s
     all_done = threading.Event()
     start_line = threading.Event()
 
-    def chat_script() -> list[tuple[str, str]]:
-        return [(agent_ids[a], _message(a, t)) for t in range(options.turns) for a in range(options.agents)]
+    def chat_script() -> list[tuple[str, str, bool]]:
+        """(agent, message, streamed?) for every turn of every agent."""
+        return [
+            (agent_ids[a], _message(a, t), t % STREAM_EVERY == STREAM_EVERY - 1)
+            for t in range(options.turns)
+            for a in range(options.agents)
+        ]
 
     def record(started: float, reply: Any, error: BaseException | None) -> None:
         if error is None:
@@ -215,11 +231,25 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout, err: TextIO = sys.s
         else:
             recorder.chat(None, f"{type(error).__name__}: {error}")
 
-    async def chat_once(agent_id: str, message: str) -> None:
+    def record_stream(host: str, started: float, first: float | None, chunks: list[str]) -> None:
+        whole = time.perf_counter() - started
+        recorder.streamed(host, whole if first is None else first - started, whole)
+        record(started, "".join(chunks), None)
+
+    async def chat_once(host: str, agent_id: str, message: str, streamed: bool) -> None:
         # One coroutine serves both async hosts: achat detects asyncio or trio itself.
         started = time.perf_counter()
         try:
-            reply = await runtime.achat(agent_id, message)
+            if not streamed:
+                reply = await runtime.achat(agent_id, message)
+            else:
+                first: float | None = None
+                chunks: list[str] = []
+                async for chunk in runtime.achat_stream(agent_id, message):
+                    first = first or time.perf_counter()
+                    chunks.append(chunk)
+                record_stream(host, started, first, chunks)
+                return
         except Exception as exc:  # noqa: BLE001 - counted and reported
             record(started, None, exc)
         else:
@@ -227,10 +257,19 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout, err: TextIO = sys.s
 
     def thread_driver() -> None:
         start_line.wait(60)
-        for agent_id, message in chat_script():
+        for agent_id, message, streamed in chat_script():
             started = time.perf_counter()
             try:
-                reply = runtime.chat(agent_id, message)
+                if not streamed:
+                    reply = runtime.chat(agent_id, message)
+                else:
+                    first: float | None = None
+                    chunks: list[str] = []
+                    for chunk in runtime.chat_stream(agent_id, message):
+                        first = first or time.perf_counter()
+                        chunks.append(chunk)
+                    record_stream("thread", started, first, chunks)
+                    continue
             except Exception as exc:  # noqa: BLE001 - counted and reported
                 record(started, None, exc)
             else:
@@ -244,7 +283,7 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout, err: TextIO = sys.s
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, registered.wait)
         await loop.run_in_executor(None, start_line.wait, 60)
-        await asyncio.gather(*(chat_once(a, m) for a, m in chat_script()))
+        await asyncio.gather(*(chat_once("asyncio", a, m, streamed) for a, m, streamed in chat_script()))
         # Keep this loop alive: agents registered here run their async tools on it.
         await loop.run_in_executor(None, all_done.wait, 120)
 
@@ -258,8 +297,8 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout, err: TextIO = sys.s
         await trio.to_thread.run_sync(registered.wait)
         await trio.to_thread.run_sync(start_line.wait, 60)
         async with trio.open_nursery() as nursery:
-            for agent_id, message in chat_script():
-                nursery.start_soon(chat_once, agent_id, message)
+            for agent_id, message, streamed in chat_script():
+                nursery.start_soon(chat_once, "trio", agent_id, message, streamed)
         await trio.to_thread.run_sync(all_done.wait, 120)
 
     host_errors: list[BaseException] = []
@@ -332,6 +371,13 @@ def _check(report: DemoReport, options: DemoOptions, drivers: int, host_errors: 
         problems.append(f"{report.denials} denials reported, {expected_denials} expected")
     if report.tool_runs["delete_records"]:
         problems.append("the denied tool ran")
+    streamed_turns = sum(1 for t in range(options.turns) if t % STREAM_EVERY == STREAM_EVERY - 1)
+    expected_streamed = streamed_turns * options.agents * drivers
+    streamed = sum(report.streamed.values())
+    if report.chats_failed == 0 and streamed != expected_streamed:
+        problems.append(f"{streamed} streamed chats completed, {expected_streamed} expected")
+    if any(first > whole for first, whole in zip(report.first_chunk, report.whole_reply)):
+        problems.append("a streamed chat's first chunk came after its whole reply")
     if report.chats_failed == 0 and report.hooks["before_chat"] != report.chats_expected:
         problems.append(f"before_chat fired {report.hooks['before_chat']} times for {report.chats_expected} chats")
     metrics = report.metrics
@@ -371,6 +417,15 @@ def print_report(report: DemoReport, options: DemoOptions, out: TextIO = sys.std
         p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
         write(
             f"  round trip   p50 {_ms(statistics.median(ordered))}, p99 {_ms(p99)}, max {_ms(ordered[-1])} per chat\n"
+        )
+    if report.first_chunk:
+        hosts = ", ".join(f"{host} {n}" for host, n in sorted(report.streamed.items()))
+        first = sorted(report.first_chunk)
+        whole = sorted(report.whole_reply)
+        write(
+            f"  streamed     {len(first)} chats ({hosts}): first chunk p50 {_ms(statistics.median(first))}, "
+            f"whole reply p50 {_ms(statistics.median(whole))} "
+            f"(first chunk at {statistics.median(first) / statistics.median(whole):.0%} of the reply time)\n"
         )
     metrics = report.metrics
     if metrics is not None:

@@ -28,7 +28,7 @@ from agybridge._loop_thread import NEW, RUNNING, LoopThread
 from agybridge._registry import track_runtime
 from agybridge._select import AgentRegistry
 from agybridge._stream_consumer import AsyncStream, BlockingStream
-from agybridge._stream_producer import end_channel_with, run_stream
+from agybridge._stream_producer import end_channel_with, run_stream, stop_stream
 from agybridge._wrap import Wrapped
 from agybridge.commands import (
     Chat,
@@ -421,6 +421,10 @@ class PythonRuntime:
         except Exception as exc:
             cmd.oneshot.set_exception(exc)  # a refused command is completed too
             raise
+
+    def _request_stream_stop(self, cmd: Stream | ChatStream) -> None:
+        """The consumer of *cmd* left: stop its producer on the loop (see ``stop_stream``)."""
+        self._thread.call_soon_threadsafe(stop_stream, cmd, self._dispatcher.abort)
 
     def _stream_factory(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return lambda buffer: Stream(fn, args, kwargs, self._core.Channel(buffer), oneshot=self._oneshot())

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from agybridge.errors import PolicyDeniedError
@@ -86,29 +86,43 @@ class ScriptedAgent:
         await asyncio.sleep(self.latency)
 
     async def chat(self, message: str) -> str:
+        return "".join([chunk async for chunk in self.chat_stream(message)])
+
+    async def chat_stream(self, message: str) -> AsyncIterator[str]:
+        """The reply of :meth:`chat`, as it is made: the turn after the first think, then each tool's outcome."""
         if self.closed:
             raise RuntimeError(f"agent {self.agent_id!r} is closed")
         self.turn += 1
         self.history.append(("user", message))
         await self._think()
+        yield f"turn {self.turn}: "
         outcomes: list[str] = []
         for index, (name, args) in enumerate(self.planner(message)):
             context = json.dumps({"args": args, "turn": self.turn, "call_id": f"{self.agent_id}:{self.turn}:{index}"})
             try:
                 result = await dispatch_tool(self.agent_id, name, context)
             except PolicyDeniedError as denial:
-                outcomes.append(f"{name} denied ({denial.reason})")
+                outcome = f"{name} denied ({denial.reason})"
                 self.history.append(("tool", f"{name} denied"))
-                continue
-            outcomes.append(f"{name} -> {result}")
-            self.history.append(("tool", f"{name} -> {result}"))
+            else:
+                outcome = f"{name} -> {result}"
+                self.history.append(("tool", outcome))
+            yield ("; " if outcomes else "") + outcome
+            outcomes.append(outcome)
         await self._think()
+        if not outcomes:
+            yield "no tools needed"
         reply = f"turn {self.turn}: " + ("; ".join(outcomes) if outcomes else "no tools needed")
         self.history.append(("assistant", reply))
-        return reply
 
     async def aclose(self) -> None:
         self.closed = True
+
+
+def _word_chunks(text: str) -> list[str]:
+    """*text* in word-sized chunks that join back to it exactly."""
+    chunks = re.findall(r"\S+\s*", text)
+    return chunks or [text]
 
 
 def planning_model(latency: float = 0.0) -> FunctionModel:
@@ -116,7 +130,9 @@ def planning_model(latency: float = 0.0) -> FunctionModel:
 
     It calls the tools written in the prompt (``name(k=v)``), then answers from their
     results, reporting denials the way :class:`ScriptedAgent` does, after *latency* seconds
-    of simulated model time per request.
+    of simulated model time per request. It streams too (``Agent.iter``/``run_stream``):
+    tool calls as deltas, the answer word by word, the first word after *latency* and the
+    rest spread over another *latency*, as a model streaming its tokens would.
     """
     from pydantic_ai.messages import (
         ModelMessage,
@@ -128,7 +144,7 @@ def planning_model(latency: float = 0.0) -> FunctionModel:
         ToolReturnPart,
         UserPromptPart,
     )
-    from pydantic_ai.models.function import AgentInfo, FunctionModel
+    from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
     def user_prompts(messages: list[ModelMessage]) -> list[str]:
         prompts: list[str] = []
@@ -140,8 +156,8 @@ def planning_model(latency: float = 0.0) -> FunctionModel:
     def failed(part: Any) -> bool:
         return isinstance(part, RetryPromptPart) or getattr(part, "outcome", None) in ("retried", "failed", "denied")
 
-    async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-        await asyncio.sleep(latency)
+    def plan(messages: list[ModelMessage]) -> str | list[ToolCall]:
+        """The answer's text, or the tool calls to make first."""
         last = messages[-1]
         results = [p for p in getattr(last, "parts", ()) if isinstance(p, (ToolReturnPart, RetryPromptPart))]
         turn = len(user_prompts(messages))
@@ -150,10 +166,28 @@ def planning_model(latency: float = 0.0) -> FunctionModel:
                 f"{part.tool_name} denied ({part.content})" if failed(part) else f"{part.tool_name} -> {part.content}"
                 for part in results
             ]
-            return ModelResponse(parts=[TextPart(f"turn {turn}: " + "; ".join(summary))])
+            return f"turn {turn}: " + "; ".join(summary)
         calls = plan_from_message(user_prompts(messages)[-1])
-        if not calls:
-            return ModelResponse(parts=[TextPart(f"turn {turn}: no tools needed")])
-        return ModelResponse(parts=[ToolCallPart(name, args) for name, args in calls])
+        return calls or f"turn {turn}: no tools needed"
 
-    return FunctionModel(respond)
+    async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        await asyncio.sleep(latency)
+        planned = plan(messages)
+        if isinstance(planned, str):
+            return ModelResponse(parts=[TextPart(planned)])
+        return ModelResponse(parts=[ToolCallPart(name, args) for name, args in planned])
+
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
+        await asyncio.sleep(latency)
+        planned = plan(messages)
+        if isinstance(planned, str):
+            chunks = _word_chunks(planned)
+            for index, chunk in enumerate(chunks):
+                if index:
+                    await asyncio.sleep(latency / len(chunks))
+                yield chunk
+            return
+        for index, (name, args) in enumerate(planned):
+            yield {index: DeltaToolCall(name=name, json_args=json.dumps(args), tool_call_id=f"call-{index}")}
+
+    return FunctionModel(respond, stream_function=stream)

@@ -22,10 +22,14 @@ def test_demo_scenario_adds_up(core: ModuleType) -> None:
     assert report.tool_runs["weather"] == report.tool_runs["convert"] == report.chats_expected
     assert set(report.async_tool_hosts) == {"asyncio host loop", "trio host", "runtime loop (no host loop)"}
     assert report.hooks["before_chat"] == report.hooks["after_chat"] == report.chats_expected
+    # Turns 1 and 3 of 5 are streamed, from every kind of host.
+    assert report.streamed == {"thread": 4 * 2 * 2, "asyncio": 4 * 2, "trio": 4 * 2}
+    assert all(first <= whole for first, whole in zip(report.first_chunk, report.whole_reply))
     out = io.StringIO()
     print_report(report, options, out)
     text = out.getvalue()
     assert "RESULT: OK" in text and "p50" in text and "p99" in text
+    assert "first chunk p50" in text and "whole reply p50" in text
     assert f"core implementation '{report.implementation}'" in text
 
 

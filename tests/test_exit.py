@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from types import ModuleType
@@ -35,7 +36,11 @@ runtime = PythonRuntime(RuntimeConfig(inter_agent_delay=0.0, shutdown_grace=0.2)
 def _run(core: ModuleType, body: str, timeout: float = 30.0) -> tuple[subprocess.CompletedProcess[str], float]:
     script = textwrap.dedent(_PRELUDE.format(core=core.__name__)) + textwrap.dedent(body)
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout)
+    # Run outside the source tree: with -c the current directory comes first on sys.path, and
+    # a checkout's agybridge/ (no compiled core in it) would shadow the installed package.
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout, cwd=tempfile.gettempdir()
+    )
     return proc, time.monotonic() - started
 
 

@@ -11,16 +11,21 @@ can carry on without it.
 Successive chats with the same agent continue one conversation: the adapter keeps the
 message history and passes it to the next run. Chats with the same agent are taken one
 at a time (a conversation has one order); different agents run concurrently.
+
+``chat_stream`` runs the same agent run node by node (``Agent.iter``) and streams each
+model response's text deltas as they arrive, so tool calls, policies and hooks behave as
+in ``chat``; the history is kept once the run completes (a turn the consumer left early
+is not recorded).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from pydantic_ai import Agent, ModelRetry, Tool
-from pydantic_ai.messages import ModelMessage
+from pydantic_ai.messages import ModelMessage, PartDeltaEvent, PartStartEvent, TextPart, TextPartDelta
 from pydantic_ai.toolsets import FunctionToolset
 
 from agybridge.errors import PolicyDeniedError
@@ -53,6 +58,15 @@ def bridge_tools(agent_id: str) -> list[Tool[Any]]:
     return [_bridge_tool(agent_id, tool) for tool in state.tools.values()]
 
 
+def _text_of(event: object) -> str:
+    """The text an event of a streamed model response adds (empty for every other event)."""
+    if isinstance(event, PartStartEvent) and isinstance(event.part, TextPart):
+        return event.part.content
+    if isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
+        return event.delta.content_delta
+    return ""
+
+
 class PydanticAIAgent:
     """A pydantic-ai ``Agent`` that satisfies agybridge's agent protocol.
 
@@ -79,6 +93,21 @@ class PydanticAIAgent:
             self._history = list(result.all_messages())
         output = result.output
         return output if isinstance(output, str) else str(output)
+
+    async def chat_stream(self, message: str) -> AsyncIterator[str]:
+        """The reply's text as the model streams it; tool calls run between its responses."""
+        async with self._turn:
+            toolset = FunctionToolset(bridge_tools(self.agent_id))
+            async with self.agent.iter(message, message_history=self._history or None, toolsets=[toolset]) as run:
+                async for node in run:
+                    if not Agent.is_model_request_node(node):
+                        continue  # tool calls run as the run advances past this node
+                    async with node.stream(run.ctx) as events:
+                        async for event in events:
+                            text = _text_of(event)
+                            if text:
+                                yield text
+            self._history = list(run.all_messages())
 
     async def aclose(self) -> None:
         self._history = []
