@@ -51,6 +51,7 @@ nitpick_ignore = [
     ("py:class", "agybridge._wrap.T"),
     ("py:class", "agybridge.runtime.A"),
     ("py:class", "contextlib.AbstractAsyncContextManager"),
+    ("py:class", "collections.abc.AsyncIterator"),
     ("py:class", "agybridge._stream_consumer.T"),
     ("py:class", "agybridge.state.HostLoop"),
     ("py:class", "agybridge._backends._common.HostLoop"),
