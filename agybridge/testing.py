@@ -89,7 +89,7 @@ class ScriptedAgent:
         return "".join([chunk async for chunk in self.chat_stream(message)])
 
     async def chat_stream(self, message: str) -> AsyncIterator[str]:
-        """The reply of :meth:`~agybridge.testing.ScriptedAgent.chat`, as it is made: the turn after the first think, then each tool's outcome."""
+        """The reply of ``chat()``, as it is made: the turn after the first think, then each tool's outcome."""
         if self.closed:
             raise RuntimeError(f"agent {self.agent_id!r} is closed")
         self.turn += 1
