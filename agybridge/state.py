@@ -199,7 +199,13 @@ class Tool:
 
 @dataclass(frozen=True)
 class Deny:
-    """Returned by a policy to refuse a tool call, with the reason the agent will see."""
+    """Returned by a policy to refuse a tool call, with the reason the agent will see.
+
+    The call then fails with :class:`PolicyDeniedError`, whose ``reason`` is *reason*; an SDK
+    adapter (and :class:`~agybridge.testing.ScriptedAgent`) reports it to the model.
+
+    :param reason: why the call was refused, in words a model can act on.
+    """
 
     reason: str
 
