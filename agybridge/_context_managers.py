@@ -181,12 +181,21 @@ class _RemoteContextBase(Generic[T]):
 class RemoteContext(_RemoteContextBase[T]):
     """``with runtime.enter(make_cm) as value:`` from plain threads (blocking).
 
-    ``__aenter__`` and ``__aexit__`` run in one task on the runtime loop; the body's
-    exception is passed to ``__aexit__``. *timeout* bounds the enter and the exit round
-    trip each (default: the operation timeout). Single use.
+    Made by :meth:`PythonRuntime.enter`. ``__aenter__`` and ``__aexit__`` run in one task on the
+    runtime loop (the holder); the body's exception is passed to ``__aexit__``. *timeout* bounds
+    the enter and the exit round trip each (default: the operation timeout). Single use; enter
+    and exit it on the same thread, never the runtime's own (:class:`DeadlockError`).
     """
 
     def __enter__(self) -> T:
+        """Enter the context manager on the runtime loop and return what ``__aenter__`` returned.
+
+        :raises Exception: what making the context manager or its ``__aenter__`` raised.
+        :raises OperationTimeoutError: the enter outlasted the timeout (the holder is cancelled and
+            exits the context manager if it was entered).
+        :raises DeadlockError: called on the runtime's own thread.
+        :raises RuntimeShutdownError: the runtime is shut down.
+        """
         holder = self._holder
         try:
             value: T = self._runtime.send_command(self._enter_command(), self._timeout)
@@ -200,6 +209,14 @@ class RemoteContext(_RemoteContextBase[T]):
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
+        """Run ``__aexit__`` in the holder task with the body's exception and wait for its verdict.
+
+        :returns: True if ``__aexit__`` suppressed the body's exception.
+        :raises Exception: what ``__aexit__`` raised.
+        :raises OperationTimeoutError: the exit outlasted the timeout (the holder is cancelled).
+        :raises RuntimeShutdownError: the runtime shut down while the context manager was held; it
+            was exited in its task after the shutdown grace.
+        """
         holder = self._holder
         cmd = _exit_command(self._runtime, holder, (exc_type, exc, tb))
         if cmd is None:
@@ -211,12 +228,22 @@ class RemoteContext(_RemoteContextBase[T]):
 class AsyncRemoteContext(_RemoteContextBase[T]):
     """``async with runtime.aenter(make_cm) as value:`` from another asyncio loop or trio.
 
-    As :class:`RemoteContext`, awaiting instead of blocking. A trio caller's wait for the
-    exit is shielded from its own cancel scope (trio cancellation is level-triggered: a
-    cancelled body could otherwise never be cleaned up); it stays bounded by *timeout*.
+    Made by :meth:`PythonRuntime.aenter`. As :class:`RemoteContext`, awaiting instead of
+    blocking. A trio caller's wait for the exit is shielded from its own cancel scope (trio
+    cancellation is level-triggered: a cancelled body could otherwise never be cleaned up); it
+    stays bounded by *timeout*.
     """
 
     async def __aenter__(self) -> T:
+        """Enter the context manager on the runtime loop and return what ``__aenter__`` returned.
+
+        Cancelling the await cancels the enter; the holder then exits the context manager if it was
+        entered.
+
+        :raises Exception: what making the context manager or its ``__aenter__`` raised.
+        :raises OperationTimeoutError: the enter outlasted the timeout.
+        :raises RuntimeShutdownError: the runtime is shut down.
+        """
         holder = self._holder
         try:
             value: T = await self._runtime.asend_command(self._enter_command(), self._timeout)
@@ -228,6 +255,13 @@ class AsyncRemoteContext(_RemoteContextBase[T]):
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
+        """Run ``__aexit__`` in the holder task with the body's exception and await its verdict.
+
+        :returns: True if ``__aexit__`` suppressed the body's exception.
+        :raises Exception: what ``__aexit__`` raised.
+        :raises OperationTimeoutError: the exit outlasted the timeout (the holder is cancelled).
+        :raises RuntimeShutdownError: the runtime shut down while the context manager was held.
+        """
         holder = self._holder
         cmd = _exit_command(self._runtime, holder, (exc_type, exc, tb))
         if cmd is None:

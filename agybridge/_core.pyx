@@ -193,6 +193,11 @@ cdef class Oneshot:
     arriving while a caller times out or cancels) are normal, and exactly one outcome must
     be kept. Waiters block on a lock created held (completion releases it), so a blocking
     wait costs no polling; other event loops are woken through ``add_done_callback``.
+
+    Thread rules: any thread may complete it, wait on it or add done callbacks; asyncio and
+    trio callers await it through a done callback, never by blocking in ``wait``. The
+    runtime makes one per command (of its own core); make one yourself only to build a
+    :class:`PyCommand` by hand, and give every command a new one.
     """
 
     cdef cython.pymutex _mutex
@@ -427,6 +432,13 @@ cdef class CommandQueue:
     costs one wake-up, not N. The "armed" flag is cleared only by the empty drain, inside
     the same locked step that found nothing, so no item can be stranded between a drain
     and the next push.
+
+    :param wake: called with no arguments, on the pushing thread, whenever a push finds the
+        consumer idle; it must be cheap, thread-safe and non-blocking (the runtime's own
+        schedules its drain with ``loop.call_soon_threadsafe``).
+
+    Thread rules: any number of threads may ``push``; exactly one consumer (the runtime
+    loop) may ``drain``; ``close`` may be called from any thread.
     """
 
     cdef object _wake
@@ -555,6 +567,11 @@ cdef class AgentRegistry:
 
     Reads are single dict look-ups, atomic in CPython with or without the GIL; writes take
     the registry's lock only for the check-and-set itself, never across a call out.
+
+    Thread rules: every method may be called from any thread.
+    :attr:`PythonRuntime.bridge_state` is one, and :data:`BRIDGE_STATE` resolves to the
+    calling runtime's (the runtime writes to it on register and unregister; read it
+    anywhere).
     """
 
     cdef dict _map
@@ -658,6 +675,10 @@ cdef class Channel:
     it goes from full to not full or the consumer cancels, so a burst of puts costs one
     wake-up; ``reader_wakeups`` and ``writer_wakeups`` count them. One mutex guards the
     buffer, the flags and the callbacks; callbacks run after it is released.
+
+    :param capacity: the most items the producer may run ahead of the consumer.
+    :raises TypeError: *capacity* is not an int.
+    :raises ValueError: *capacity* is below 1.
     """
 
     cdef cython.pymutex _mutex

@@ -50,12 +50,14 @@ Handler = Callable[[Any], Coroutine[Any, Any, Any]]
 class RuntimeMetrics:
     """Counters of one runtime, read with :meth:`PythonRuntime.metrics`.
 
-    ``submitted`` counts commands the runtime accepted; each ends in exactly one of
-    ``completed`` (a result), ``failed`` (an exception), ``timed_out``, ``cancelled`` or
-    ``shut_down`` (failed with ``RuntimeShutdownError``), or is still ``in_flight``
-    (about ``queued`` of those have not reached the loop yet). Every snapshot adds up:
-    ``submitted == finished + in_flight``. ``wakeups`` counts the times a
-    submit had to wake the runtime loop; bursts share one.
+    An immutable snapshot, taken on any thread without a round trip to the runtime loop.
+    ``submitted`` counts commands the runtime accepted (refused sends are not counted); each ends
+    in exactly one of ``completed`` (a result), ``failed`` (an exception), ``timed_out``,
+    ``cancelled`` or ``shut_down`` (failed with ``RuntimeShutdownError``), or is still
+    ``in_flight`` (about ``queued`` of those have not reached the loop yet). Every snapshot adds
+    up: ``submitted == finished + in_flight``. ``wakeups`` counts the times a submit had to wake
+    the runtime loop; bursts share one. A context manager held open by
+    :meth:`PythonRuntime.enter` counts as in flight until it is exited.
     """
 
     submitted: int

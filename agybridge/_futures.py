@@ -30,9 +30,15 @@ T = TypeVar("T")
 class CommandFuture(concurrent.futures.Future[T]):
     """The future of one submitted command; ``cancel()`` cancels the command's task.
 
-    Waiting in :meth:`result` or :meth:`exception` is interrupted by Ctrl-C (or another
-    signal handler's exception) as a blocking ``run()`` is, and that cancels the command
-    too. A plain ``TimeoutError`` from ``result(timeout)`` only stops waiting, as for any
+    Made by :meth:`PythonRuntime.submit` and :meth:`Wrapped.submit`. A
+    :class:`concurrent.futures.Future`: ``concurrent.futures.wait``, ``as_completed``, done
+    callbacks and :func:`asyncio.wrap_future` work on it, from any thread. It stays pending until
+    the command's outcome is in (it never enters RUNNING, so it can be cancelled until then) and
+    mirrors that outcome exactly once.
+
+    Waiting in :meth:`result` or :meth:`exception` is interrupted by Ctrl-C (or another signal
+    handler's exception) as a blocking ``run()`` is, and that cancels the command too. A plain
+    ``TimeoutError`` from ``result(timeout)`` only stops waiting, as for any
     ``concurrent.futures.Future``; the command keeps its own operation timeout.
     """
 
@@ -56,18 +62,30 @@ class CommandFuture(concurrent.futures.Future[T]):
                 self.set_exception(exc)
 
     def cancel(self) -> bool:
-        """Cancel the command unless its outcome is already decided; True if cancelled."""
+        """Cancel the command unless its outcome is already decided.
+
+        If the command has no outcome yet, its task is cancelled on the runtime loop (a command still
+        queued never starts). Callable from any thread or loop; never blocks.
+
+        :returns: True if the command is (now or already) cancelled, False if its result or error won.
+        """
         if self._shot.cancel():
             self._abort()  # _mirror has already cancelled this future, on this thread
             return True
         return self._shot.cancelled()  # cancelled before (True), or a result won (False)
 
     def result(self, timeout: float | None = None) -> T:
-        """The command's result, waiting up to *timeout* seconds (None: until it is in).
+        """The command's result, waiting up to *timeout* seconds.
 
-        Raises the command's exception, ``concurrent.futures.CancelledError`` if it was
-        cancelled, ``TimeoutError`` if *timeout* passes first, and :class:`DeadlockError`
-        on the runtime's own thread while it is pending. Ctrl-C while waiting cancels it.
+        Call it from any thread but the runtime's own while the command is pending (on the runtime
+        loop, ``await asyncio.wrap_future(future)`` instead).
+
+        :param timeout: seconds to wait; None waits until the outcome is in.
+        :returns: what the submitted function returned.
+        :raises Exception: the command's exception (the function's own, or one of :meth:`PythonRuntime.run`'s).
+        :raises concurrent.futures.CancelledError: the command was cancelled.
+        :raises TimeoutError: *timeout* passed first (the command keeps running).
+        :raises DeadlockError: called on the runtime's own thread while the command is pending.
         """
         self._check_not_on_loop()
         try:
@@ -79,7 +97,13 @@ class CommandFuture(concurrent.futures.Future[T]):
             raise
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        """The command's exception (None after a result); waits like :meth:`result`."""
+        """The command's exception, or None after a result; waits like :meth:`result`.
+
+        :param timeout: seconds to wait; None waits until the outcome is in.
+        :raises concurrent.futures.CancelledError: the command was cancelled.
+        :raises TimeoutError: *timeout* passed first.
+        :raises DeadlockError: called on the runtime's own thread while the command is pending.
+        """
         self._check_not_on_loop()
         try:
             return super().exception(timeout)

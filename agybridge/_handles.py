@@ -73,7 +73,18 @@ class _HandleBase(Generic[A]):
 
 
 class AgentHandle(_HandleBase[A]):
-    """The blocking face: every method call blocks until the agent's coroutine finishes."""
+    """A handle on one registered agent; the blocking face.
+
+    Made by :meth:`PythonRuntime.agent`. ``handle.method(*args)`` calls ``await
+    agent.method(*args)`` on the runtime loop as one :class:`CallAgent` command and blocks until
+    it finishes; :meth:`call` is the same, type-checked against the method's signature when the
+    handle was made with the agent's class. The handle is a name, not a reference: each call looks
+    the agent up, so a replaced agent is reached and an unregistered one raises
+    :class:`UnknownAgentError`. Calls follow :meth:`PythonRuntime.run`'s thread rules and errors;
+    calls in flight fail with :class:`CommandCancelledError` when the agent is unregistered or
+    replaced. Methods named like the handle's own (``chat``, ``call``, ``aio``, ``agent_id``) are
+    reached with ``handle.call("name", ...)``.
+    """
 
     __slots__ = ()
 
@@ -83,7 +94,13 @@ class AgentHandle(_HandleBase[A]):
         return AioAgentHandle(self._runtime, self._agent_id, self._agent_type, self._timeout)
 
     def chat(self, message: str) -> str:
-        """One chat turn, exactly as :meth:`PythonRuntime.chat` (hooks, chat timeout, spacing)."""
+        """One chat turn, exactly as :meth:`PythonRuntime.chat`: hooks, the chat timeout and the
+        inter-agent spacing apply, and the handle's timeout bounds the round trip.
+
+        :returns: the agent's reply.
+        :raises UnknownAgentError: no agent is registered under the handle's id.
+        :raises ChatTimeoutError: the chat turn outlasted ``config.chat_timeout``.
+        """
         reply: str = self._runtime.send_command(
             Chat(self._agent_id, message, oneshot=self._runtime.core.Oneshot()), self._timeout
         )
@@ -96,10 +113,18 @@ class AgentHandle(_HandleBase[A]):
     def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any: ...
 
     def call(self, method: Any, /, *args: Any, **kwargs: Any) -> Any:
-        """Call ``await agent.<method>(*args, **kwargs)`` on the runtime loop (blocking).
+        """Call ``await agent.<method>(*args, **kwargs)`` on the runtime loop and block until it returns.
 
-        *method* is the agent class's function (``MyAgent.summarize``: checked by a type
-        checker) or its name; either way the method is looked up on the registered agent.
+        :param method: the agent class's function (``MyAgent.summarize``: checked by a type checker)
+            or its name; either way the method is looked up on the registered agent.
+        :returns: what the method returned.
+        :raises Exception: what the method raised.
+        :raises UnknownAgentError: no agent is registered under the handle's id.
+        :raises AttributeError: the agent has no such method.
+        :raises TypeError: the handle was typed with a class the registered agent is not an instance
+            of.
+        :raises OperationTimeoutError: the call outlasted the handle's timeout (the method is
+            cancelled).
         """
         return self._runtime.send_command(self._command(method, args, kwargs), self._timeout)
 
@@ -110,12 +135,21 @@ class AgentHandle(_HandleBase[A]):
 
 
 class AioAgentHandle(_HandleBase[A]):
-    """The awaitable face: ``await handle.aio.summarize(text)`` from asyncio or trio."""
+    """The awaitable face of an :class:`AgentHandle`: ``await handle.aio.summarize(text)``.
+
+    Await its calls from any asyncio loop or from trio; cancelling the await cancels the method on
+    the runtime loop. Otherwise as :class:`AgentHandle`.
+    """
 
     __slots__ = ()
 
     async def chat(self, message: str) -> str:
-        """One chat turn, exactly as :meth:`PythonRuntime.achat`."""
+        """One chat turn, exactly as :meth:`PythonRuntime.achat`.
+
+        :returns: the agent's reply.
+        :raises UnknownAgentError: no agent is registered under the handle's id.
+        :raises ChatTimeoutError: the chat turn outlasted ``config.chat_timeout``.
+        """
         reply: str = await self._runtime.asend_command(
             Chat(self._agent_id, message, oneshot=self._runtime.core.Oneshot()), self._timeout
         )
@@ -130,7 +164,16 @@ class AioAgentHandle(_HandleBase[A]):
     async def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any: ...
 
     async def call(self, method: Any, /, *args: Any, **kwargs: Any) -> Any:
-        """Await ``agent.<method>(*args, **kwargs)`` on the runtime loop."""
+        """Await ``agent.<method>(*args, **kwargs)`` run on the runtime loop.
+
+        :param method: the agent class's function or its name.
+        :returns: what the method returned.
+        :raises Exception: what the method raised.
+        :raises UnknownAgentError: no agent is registered under the handle's id.
+        :raises AttributeError: the agent has no such method.
+        :raises TypeError: the registered agent is not an instance of the handle's class.
+        :raises OperationTimeoutError: the call outlasted the handle's timeout.
+        """
         return await self._runtime.asend_command(self._command(method, args, kwargs), self._timeout)
 
     def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:

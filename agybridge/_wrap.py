@@ -33,10 +33,12 @@ S = TypeVar("S")
 class Wrapped(Generic[P, T]):
     """``fn`` made blocking: ``wrapped(*args)`` runs ``await fn(*args)`` on the runtime loop.
 
-    ``wrapped.aio(*args)`` is the same call for asyncio and trio callers, and
-    ``wrapped.submit(*args)`` returns a :class:`concurrent.futures.Future` instead of
-    blocking. Used as a decorator on a method, the wrapper binds like the function it
-    wraps: ``obj.method(...)`` blocks, ``obj.method.aio(...)`` is awaitable.
+    Made by :meth:`PythonRuntime.wrap`, never directly. ``wrapped.aio(*args)`` is the same call
+    for asyncio and trio callers, and ``wrapped.submit(*args)`` returns a
+    :class:`concurrent.futures.Future` instead of blocking. Used as a decorator on a method, the
+    wrapper binds like the function it wraps: ``obj.method(...)`` blocks, ``obj.method.aio(...)``
+    is awaitable. It keeps *fn*'s ``__name__``, ``__doc__`` and ``__wrapped__``. The wrapper holds
+    no state of its own and may be shared by any number of threads.
     """
 
     def __init__(self, runtime: PythonRuntime, fn: Callable[P, Awaitable[T]], timeout: float | None = None) -> None:
@@ -54,16 +56,31 @@ class Wrapped(Generic[P, T]):
         return f"<agybridge wrapper of {getattr(self._fn, '__qualname__', self._fn)!r}>"
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``await fn(*args, **kwargs)`` on the runtime loop and block until its result.
+
+        Exactly :meth:`PythonRuntime.run` (one :class:`Run` command), with the wrapper's timeout:
+        the same thread rules (any thread but the runtime's own; Ctrl-C cancels the call) and the
+        same errors, among them *fn*'s own exception, :class:`OperationTimeoutError`,
+        :class:`RuntimeShutdownError`, :class:`RuntimeBusyError` and :class:`DeadlockError`.
+        """
         result: T = self._send(Run(self._fn, args, kwargs, oneshot=self._oneshot()), self._timeout)
         return result
 
     @property
     def aio(self) -> AioWrapped[P, T]:
-        """The same call, awaitable from asyncio (any loop) or trio."""
+        """The same call, awaitable from asyncio (any loop) or trio: ``await wrapped.aio(*args)``."""
         return AioWrapped(self._runtime, self._fn, self._timeout)
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> CommandFuture[T]:
-        """Start the call and return its future at once (see :meth:`PythonRuntime.submit`)."""
+        """Start the call and return its future at once; see :meth:`PythonRuntime.submit`.
+
+        The wrapper's timeout (or ``config.operation_timeout``) bounds the command on the runtime
+        loop. Never blocks, so it may be called from any thread or loop.
+
+        :returns: a :class:`CommandFuture` of *fn*'s result.
+        :raises RuntimeShutdownError: the runtime is shut down.
+        :raises RuntimeBusyError: ``config.max_in_flight`` commands are already in flight.
+        """
         runtime = self._runtime
         limit = runtime.config.round_trip_timeout if self._timeout is None else self._timeout
         cmd = Run(Deadline(self._fn, limit), args, kwargs, oneshot=runtime.core.Oneshot())
@@ -84,7 +101,11 @@ class Wrapped(Generic[P, T]):
 
 
 class AioWrapped(Generic[P, T]):
-    """The ``.aio`` face of a :class:`Wrapped`: ``await wrapped.aio(*args)``."""
+    """The ``.aio`` face of a :class:`Wrapped`: ``await wrapped.aio(*args)``.
+
+    Stateless and shareable; its calls may be awaited from any asyncio loop, in any thread, or
+    from trio.
+    """
 
     __slots__ = ("_fn", "_runtime", "_timeout")
 
@@ -94,6 +115,12 @@ class AioWrapped(Generic[P, T]):
         self._timeout = timeout
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Await ``fn(*args, **kwargs)`` run on the runtime loop.
+
+        Exactly :meth:`PythonRuntime.arun` with the wrapper's timeout: cancelling the await cancels
+        the call on the runtime loop; the same errors (*fn*'s own exception,
+        :class:`OperationTimeoutError`, :class:`RuntimeShutdownError`, ...).
+        """
         runtime = self._runtime
         cmd = Run(self._fn, args, kwargs, oneshot=runtime.core.Oneshot())
         result: T = await runtime.asend_command(cmd, self._timeout)

@@ -43,8 +43,18 @@ def callable_name(fn: object) -> str:
 class PyCommand:
     """Base class of every command: a oneshot to complete and the caller's context.
 
-    *oneshot* defaults to a new :class:`~agybridge.Oneshot`; pass one to choose its
-    implementation (the runtime's helpers pass one of the runtime's own core).
+    Commands are immutable (setting an attribute raises ``AttributeError``) and single-use: a
+    second send, from any thread and to any runtime, raises :class:`~agybridge.CommandReusedError`.
+    Build them on any thread; the context captured at construction is the one the command's task
+    and every callback it causes run in, so build a command on the thread (or in the task) whose
+    context variables it should carry.
+
+    :param oneshot: the :class:`~agybridge.Oneshot` the outcome goes to (default: a new one of
+        the selected core; the runtime's helpers pass one of the runtime's own core).
+
+    Attributes (read-only): ``oneshot``; ``context``, the :class:`contextvars.Context` copied
+    when the command was made; ``agent_id``, the agent the command is about (None for
+    :class:`Run` and :class:`Stream`).
     """
 
     __slots__ = ("_unsent", "context", "oneshot")
@@ -63,7 +73,11 @@ class PyCommand:
         object.__setattr__(self, "_unsent", [None])
 
     def claim(self) -> bool:
-        """Mark the command sent; True for the first caller only (commands are single-use)."""
+        """Mark the command sent; True for the first caller only, from any number of racing threads.
+
+        The runtime calls it on every send; a False makes the send raise
+        :class:`~agybridge.CommandReusedError`.
+        """
         try:
             self._unsent.pop()
         except IndexError:
@@ -74,7 +88,9 @@ class PyCommand:
         raise AttributeError(f"{type(self).__name__} is immutable")
 
     def describe(self) -> str:
-        """A short human-readable name for messages: ``Chat(agent='a1')``."""
+        """A short human-readable name for messages, such as ``Chat(agent='a1')``; never calls a user
+        ``__repr__``.
+        """
         return f"{type(self).__name__}()"
 
     def __repr__(self) -> str:
@@ -82,7 +98,18 @@ class PyCommand:
 
 
 class Chat(PyCommand):
-    """Send *message* to the agent registered as *agent_id*; the result is its reply."""
+    """Send *message* to the agent registered as *agent_id*; the result is its reply.
+
+    What :meth:`~agybridge.PythonRuntime.chat` sends: one chat turn with its hooks, bounded by the
+    chat timeout and spaced by the inter-agent delay.
+
+    :param agent_id: the agent's id (attribute ``agent_id``).
+    :param message: the message (attribute ``message``).
+    :param oneshot: the :class:`~agybridge.Oneshot` the outcome goes to (default: a new one of
+        the selected core; the runtime's helpers pass one of the runtime's own core).
+    :raises TypeError: *agent_id* or *message* is not a str.
+    :raises ValueError: *agent_id* is empty.
+    """
 
     __slots__ = ("agent_id", "message")
 
@@ -101,7 +128,19 @@ class Chat(PyCommand):
 
 
 class Run(PyCommand):
-    """Run ``fn(*args, **kwargs)`` on the runtime loop; *fn* must return an awaitable."""
+    """Run ``await fn(*args, **kwargs)`` on the runtime loop; the result is what it returned.
+
+    What :meth:`~agybridge.PythonRuntime.run`, :meth:`~agybridge.PythonRuntime.wrap` and
+    :meth:`~agybridge.PythonRuntime.submit` send. *fn* must return an awaitable (checked when the
+    command runs: :class:`TypeError` then).
+
+    :param fn: the coroutine function (attribute ``fn``).
+    :param args: its positional arguments (attribute ``args``, a tuple).
+    :param kwargs: its keyword arguments (attribute ``kwargs``, a read-only mapping).
+    :param oneshot: the :class:`~agybridge.Oneshot` the outcome goes to (default: a new one of
+        the selected core; the runtime's helpers pass one of the runtime's own core).
+    :raises TypeError: *fn* is not callable.
+    """
 
     __slots__ = ("args", "fn", "kwargs")
 
@@ -131,8 +170,18 @@ class Run(PyCommand):
 class Stream(PyCommand):
     """Stream the items of ``fn(*args, **kwargs)`` (an async iterable) into *channel*.
 
-    The command's result is None once the producer has finished; the items travel through
+    What :meth:`~agybridge.PythonRuntime.stream` and :meth:`~agybridge.PythonRuntime.astream`
+    send. The command's result is None once the producer has finished; the items travel through
     the :class:`~agybridge.Channel`, which the runtime ends with the command's outcome.
+
+    :param fn: an async generator function, or a callable returning an async iterable or a
+        coroutine of one (attribute ``fn``).
+    :param args: its positional arguments (attribute ``args``).
+    :param kwargs: its keyword arguments (attribute ``kwargs``, a read-only mapping).
+    :param channel: the channel the items go to (attribute ``channel``).
+    :param oneshot: the :class:`~agybridge.Oneshot` the outcome goes to (default: a new one of
+        the selected core; the runtime's helpers pass one of the runtime's own core).
+    :raises TypeError: *fn* is not callable.
     """
 
     __slots__ = ("args", "channel", "fn", "kwargs")
@@ -164,7 +213,20 @@ class Stream(PyCommand):
 
 
 class ChatStream(PyCommand):
-    """Stream agent *agent_id*'s reply to *message* into *channel*, chunk by chunk."""
+    """Stream agent *agent_id*'s reply to *message* into *channel*, chunk by chunk.
+
+    What :meth:`~agybridge.PythonRuntime.chat_stream` and
+    :meth:`~agybridge.PythonRuntime.achat_stream` send: a chat turn like :class:`Chat`, whose reply
+    arrives as str chunks through the channel.
+
+    :param agent_id: the agent's id (attribute ``agent_id``).
+    :param message: the message (attribute ``message``).
+    :param channel: the channel the chunks go to (attribute ``channel``).
+    :param oneshot: the :class:`~agybridge.Oneshot` the outcome goes to (default: a new one of
+        the selected core; the runtime's helpers pass one of the runtime's own core).
+    :raises TypeError: *agent_id* or *message* is not a str.
+    :raises ValueError: *agent_id* is empty.
+    """
 
     __slots__ = ("agent_id", "channel", "message")
 
@@ -187,9 +249,22 @@ class ChatStream(PyCommand):
 class CallAgent(PyCommand):
     """Await ``agent.<method>(*args, **kwargs)`` on the agent registered as *agent_id*.
 
-    The method is looked up by name on the runtime loop when the command runs. With
-    *agent_type*, the registered agent must be an instance of it (a handle typed for one
-    class must not silently call a same-named method of another).
+    What an :class:`~agybridge.AgentHandle` sends. The method is looked up by name on the runtime
+    loop when the command runs (:class:`UnknownAgentError`, or ``AttributeError`` if it has no
+    such method). With *agent_type*, the registered agent must be an instance of it
+    (:class:`TypeError` otherwise): a handle typed for one class must not silently call a
+    same-named method of another.
+
+    :param agent_id: the agent's id (attribute ``agent_id``).
+    :param method: the method's name (attribute ``method``).
+    :param args: its positional arguments (attribute ``args``).
+    :param kwargs: its keyword arguments (attribute ``kwargs``, a read-only mapping).
+    :param agent_type: the class the agent must be an instance of, or None (attribute
+        ``agent_type``).
+    :param oneshot: the :class:`~agybridge.Oneshot` the outcome goes to (default: a new one of
+        the selected core; the runtime's helpers pass one of the runtime's own core).
+    :raises TypeError: *agent_id* is not a str, or *method* is not a non-empty str.
+    :raises ValueError: *agent_id* is empty.
     """
 
     __slots__ = ("agent_id", "agent_type", "args", "kwargs", "method")
@@ -226,8 +301,18 @@ class CallAgent(PyCommand):
 class RegisterAgent(PyCommand):
     """Create an agent on the runtime loop with ``factory()`` and install its bridge state.
 
-    *factory* is called on the runtime loop (it may be a coroutine function), so the agent
-    and everything it creates belong to that loop.
+    What :meth:`~agybridge.PythonRuntime.register_agent` sends. *factory* is called on the runtime
+    loop (it may be a coroutine function), so the agent and everything it creates belong to that
+    loop.
+
+    :param agent_id: the agent's id (attribute ``agent_id``).
+    :param factory: a zero-argument callable returning the agent (attribute ``factory``).
+    :param state: its :class:`~agybridge.AgentBridgeState`, or None (attribute ``state``).
+    :param replace: replace an agent registered under the same id (attribute ``replace``).
+    :param oneshot: the :class:`~agybridge.Oneshot` the outcome goes to (default: a new one of
+        the selected core; the runtime's helpers pass one of the runtime's own core).
+    :raises TypeError: *agent_id* is not a str, or *factory* is not callable.
+    :raises ValueError: *agent_id* is empty.
     """
 
     __slots__ = ("agent_id", "factory", "replace", "state")
@@ -259,7 +344,16 @@ class RegisterAgent(PyCommand):
 
 
 class UnregisterAgent(PyCommand):
-    """Remove an agent: its in-flight chats and tool calls fail, then it is closed."""
+    """Remove an agent: its in-flight chats and tool calls fail, then it is closed.
+
+    What :meth:`~agybridge.PythonRuntime.unregister_agent` sends.
+
+    :param agent_id: the agent's id (attribute ``agent_id``).
+    :param oneshot: the :class:`~agybridge.Oneshot` the outcome goes to (default: a new one of
+        the selected core; the runtime's helpers pass one of the runtime's own core).
+    :raises TypeError: *agent_id* is not a str.
+    :raises ValueError: *agent_id* is empty.
+    """
 
     __slots__ = ("agent_id",)
 
@@ -276,8 +370,14 @@ class UnregisterAgent(PyCommand):
 class Shutdown(PyCommand):
     """Stop the runtime: in-flight work gets *grace* seconds, then is cancelled.
 
-    It is delivered to the loop directly, not through the command queue, because the queue
-    is closed first (refusing new work and handing back what was queued is one atomic step).
+    :meth:`~agybridge.PythonRuntime.send_command` with it is :meth:`~agybridge.PythonRuntime.shutdown`
+    with that grace. It is delivered to the loop directly, not through the command queue, because
+    the queue is closed first (refusing new work and handing back what was queued is one atomic
+    step).
+
+    :param grace: seconds in-flight commands may still finish (attribute ``grace``).
+    :param oneshot: the :class:`~agybridge.Oneshot` the outcome goes to (default: a new one of
+        the selected core; the runtime's helpers pass one of the runtime's own core).
     """
 
     __slots__ = ("grace",)

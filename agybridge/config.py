@@ -103,9 +103,19 @@ def default_operation_timeout(chat_timeout: float | None = None, environ: Mappin
 class RuntimeConfig:
     """Configuration of one :class:`~agybridge.PythonRuntime`; every field is validated.
 
-    ``operation_timeout=None`` means "derive it": the environment variable if set, else the
-    chat timeout plus :data:`OPERATION_TIMEOUT_MARGIN_SECS`. After construction it is
-    always a float.
+    Frozen and hashable, so one config may be shared by several runtimes and read from any
+    thread. Each field is documented below; :doc:`configuration` has them at a glance with the
+    environment variables.
+
+    ``operation_timeout=None`` means "derive it": ``AGI_OPERATION_TIMEOUT_SECS`` if set, else the
+    chat timeout plus :data:`OPERATION_TIMEOUT_MARGIN_SECS`. After construction it is always a
+    float.
+
+    :raises ConfigError: a field (or an environment variable a default is read from) has a bad
+        value: a duration that is not a positive finite number of seconds (zero is allowed for
+        ``inter_agent_delay``, ``shutdown_grace`` and the spins), a spin above 0.01 s, an empty
+        ``thread_name``, a non-bool ``use_uvloop``, or a count below 1. The message names the
+        field and the value.
     """
 
     #: Bound on one ``agent.chat()`` call, in seconds.
@@ -120,11 +130,14 @@ class RuntimeConfig:
     thread_name: str = DEFAULT_THREAD_NAME
     #: Run the loop on uvloop when it is installed (ignored when it is not).
     use_uvloop: bool = True
-    #: Back-pressure: sends beyond this many commands in flight raise ``RuntimeBusyError``.
+    #: Back-pressure, a hard bound: a send beyond this many commands in flight (queued,
+    #: drained or running) raises ``RuntimeBusyError`` and schedules nothing.
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
-    #: Worker threads for synchronous tools, hooks and policies.
+    #: Worker threads for synchronous tools, hooks and policies. They are daemon threads: a
+    #: tool still running at exit never holds up the process (it is abandoned).
     worker_threads: int = 16
-    #: Items a stream's producer may run ahead of its consumer (overridable per stream).
+    #: Items a stream's producer may run ahead of its consumer, at least 1; a stream's
+    #: ``buffer`` option overrides it (see :meth:`PythonRuntime.stream`).
     stream_buffer: int = 64
     #: Seconds a blocking caller polls for its result (GIL released) before parking on a
     #: lock. Parking and being woken costs an OS wake-up, tens of microseconds on an idle

@@ -58,7 +58,13 @@ class ConfigError(AgyBridgeError, ValueError):
 
 
 class UnknownAgentError(AgyBridgeError, _KeyErrorMessage):
-    """No agent is registered under the given id."""
+    """No agent is registered under the given id (also a ``KeyError``).
+
+    Raised by a chat, a handle call or an unregister of an unknown id, and by the ``dispatch_*``
+    callbacks. Picklable.
+
+    :ivar agent_id: the id that was looked up.
+    """
 
     def __init__(self, agent_id: object) -> None:
         self.agent_id = agent_id
@@ -69,7 +75,11 @@ class UnknownAgentError(AgyBridgeError, _KeyErrorMessage):
 
 
 class AgentAlreadyRegisteredError(AgyBridgeError, ValueError):
-    """An agent id is already registered and ``replace=True`` was not given."""
+    """An agent id is already registered on this runtime and ``replace=True`` was not given (also a
+    ``ValueError``).
+
+    :ivar agent_id: the id that is taken.
+    """
 
     def __init__(self, agent_id: object) -> None:
         self.agent_id = agent_id
@@ -80,11 +90,15 @@ class AgentAlreadyRegisteredError(AgyBridgeError, ValueError):
 
 
 class AgentOwnershipError(AgyBridgeError, LookupError):
-    """Agent state asked for, or offered, across an ownership boundary.
+    """Agent state asked for, or offered, across an ownership boundary (also a ``LookupError``).
 
-    Each runtime owns its agents and each agent its :class:`AgentBridgeState`: an id looked
-    up off every runtime thread that more than one runtime registered, or a state object
-    registered for a second agent, raises this. The message names the owners.
+    Each runtime owns its agents and each agent its :class:`AgentBridgeState`: an id looked up
+    through :data:`BRIDGE_STATE` off every runtime thread that more than one runtime registered
+    (use :attr:`PythonRuntime.bridge_state` there), or a state object registered for a second
+    agent, raises this. The message names the owners.
+
+    :ivar agent_id: the id concerned.
+    :ivar owners: how each owning runtime is named (its thread name and identity).
     """
 
     def __init__(self, agent_id: object, owners: list[str], message: str | None = None) -> None:
@@ -101,7 +115,12 @@ class AgentOwnershipError(AgyBridgeError, LookupError):
 
 
 class UnknownToolError(AgyBridgeError, _KeyErrorMessage):
-    """The agent has no tool of that name; the message lists the tools it has."""
+    """The agent has no tool of that name; the message lists the tools it has (also a ``KeyError``).
+
+    :ivar agent_id: the agent whose tools were searched.
+    :ivar tool_name: the name asked for.
+    :ivar known: the agent's tool names, sorted.
+    """
 
     def __init__(self, agent_id: str, tool_name: object, known: list[str]) -> None:
         self.agent_id = agent_id
@@ -119,41 +138,65 @@ class ContextError(AgyBridgeError, ValueError):
 
 
 class QueueClosedError(AgyBridgeError, RuntimeError):
-    """A push was made to a :class:`CommandQueue` after ``close()``."""
+    """A push was made to a :class:`CommandQueue` after ``close()`` (also a ``RuntimeError``); the
+    runtime turns it into :class:`RuntimeShutdownError` for its callers.
+    """
 
 
 class RuntimeShutdownError(QueueClosedError):
-    """The runtime is shut down (or shutting down) and will not run this command."""
+    """The runtime is shut down (or shutting down) and will not run this command: it was sent after
+    shutdown began, was still queued then, or outlasted the shutdown grace and was cancelled.
+    """
 
 
 class RuntimeDiedError(RuntimeShutdownError):
-    """The runtime thread ended unexpectedly; the message and ``__cause__`` say why."""
+    """The runtime thread ended unexpectedly (its loop stopped or crashed); the message and
+    ``__cause__`` say why. Pending and later commands fail with it; make a new runtime.
+    """
 
 
 class CommandReusedError(AgyBridgeError, RuntimeError):
-    """A command object was sent a second time; each :class:`PyCommand` is single-use."""
+    """A command object was sent a second time, or carries an already completed oneshot; each
+    :class:`PyCommand` is single-use (also a ``RuntimeError``). The first send's outcome stands.
+    """
 
 
 class RuntimeBusyError(AgyBridgeError, RuntimeError):
-    """The runtime already has ``max_in_flight`` commands in flight (back-pressure)."""
+    """The runtime already has ``max_in_flight`` commands in flight (back-pressure, also a
+    ``RuntimeError``); the refused command was not scheduled. Retry later or raise the limit.
+    """
 
 
 class DeadlockError(AgyBridgeError, RuntimeError):
-    """A blocking call could never finish: it was made on the runtime's own thread, or on
-    the host loop (asyncio loop or trio run) that must run the async tools it needs."""
+    """A blocking call could never finish (also a ``RuntimeError``).
+
+    Raised at once instead of hanging: a blocking call (``chat``, ``run``, ``shutdown``,
+    ``future.result()``, ``enter``, ...) made on the runtime's own thread; a blocking
+    :meth:`~PythonRuntime.chat` made on the host loop (asyncio loop or trio run) that must run the
+    agent's async tools; any other blocking call made on a loop thread as soon as one of its tool
+    calls is sent to that blocked loop. The message names the agent and the loop and the ``a*``
+    call to use instead.
+    """
 
 
 class HostLoopError(AgyBridgeError, RuntimeError):
-    """The host loop an async tool was registered from has closed or finished."""
+    """The host loop an async tool was registered from is stopped, closed or finished, so the tool
+    call can never run there (also a ``RuntimeError``). Also raised when the loop ends while the
+    request is queued or the tool is running.
+    """
 
 
 class CallerGoneError(AgyBridgeError, RuntimeError):
-    """A thread-sensitive tool could not run on its caller's thread: the caller that sent
-    the chat stopped waiting (timed out, cancelled), its loop is gone, or there is none."""
+    """A thread-sensitive tool could not run on its caller's thread (also a ``RuntimeError``): the
+    caller that sent the chat stopped waiting (timed out, cancelled), its loop is gone, or there
+    is none (a call from ``run()``). The tool is never run on another thread instead.
+    """
 
 
 class ForkedRuntimeError(AgyBridgeError, RuntimeError):
-    """A runtime created in a parent process was used in a forked child."""
+    """A runtime created in a parent process was used in a forked child, where its thread does not
+    exist (also a ``RuntimeError``); make a new runtime in the child.
+    """
 
 
 class BridgeTimeoutError(AgyBridgeError, TimeoutError):
@@ -165,11 +208,16 @@ class WaitTimeoutError(BridgeTimeoutError):
 
 
 class OperationTimeoutError(BridgeTimeoutError):
-    """A command's round trip exceeded its operation timeout."""
+    """A command's round trip exceeded its operation timeout (the caller's ``timeout`` or
+    ``config.operation_timeout``); the command's task is cancelled. The message names the
+    command, the agent and the limit.
+    """
 
 
 class ChatTimeoutError(BridgeTimeoutError):
-    """One ``agent.chat()`` exceeded the chat timeout."""
+    """One chat turn (``agent.chat()`` with its hooks) exceeded ``config.chat_timeout``; the message
+    names the agent and the limit.
+    """
 
 
 class StreamTimeoutError(BridgeTimeoutError):
@@ -186,7 +234,14 @@ class CommandCancelledError(AgyBridgeError, concurrent.futures.CancelledError):
 
 
 class PolicyDeniedError(AgyBridgeError, PermissionError):
-    """A policy refused a tool call; the message names the agent, the tool and the reason."""
+    """A policy refused a tool call (also a ``PermissionError``); the message names the agent, the
+    tool, the policy and its reason. Picklable.
+
+    :ivar agent_id: the agent that asked.
+    :ivar tool_name: the tool it asked for.
+    :ivar policy: the refusing policy's name.
+    :ivar reason: the :class:`Deny` reason, or ``"denied"`` for ``False``.
+    """
 
     def __init__(self, agent_id: str, tool_name: str, policy: str, reason: str) -> None:
         self.agent_id = agent_id
@@ -200,7 +255,11 @@ class PolicyDeniedError(AgyBridgeError, PermissionError):
 
 
 class CallbackError(AgyBridgeError):
-    """A host callback (hook or policy) raised; ``__cause__`` is the original exception."""
+    """A host callback failed; ``__cause__`` is the original exception. Picklable.
+
+    :ivar agent_id: the agent whose callback failed.
+    :ivar event: the hook event, ``"policy"`` or ``"tool"``.
+    """
 
     def __init__(self, agent_id: str, event: str, message: str) -> None:
         self.agent_id = agent_id
@@ -212,20 +271,26 @@ class CallbackError(AgyBridgeError):
 
 
 class HookError(CallbackError):
-    """A hook callback raised."""
+    """A hook raised. The bridge logs (and counts) failing hooks around chats and tool calls; only
+    :func:`dispatch_hook` raises this.
+    """
 
 
 class PolicyError(CallbackError):
-    """A policy callback raised (the tool call is refused: policies fail closed)."""
+    """A policy raised, or returned something other than ``True``, ``None``, ``False`` or
+    :class:`Deny`; the tool call is refused (policies fail closed).
+    """
 
 
 class ToolError(CallbackError):
     """A tool raised something that cannot travel as an ordinary exception.
 
-    ``SystemExit``, ``KeyboardInterrupt``, ``GeneratorExit``, other ``BaseException``
-    subclasses and ``StopIteration`` would kill the runtime thread or stall the chat if they
-    crossed the bridge as they are, so the tool call fails with this error instead;
-    ``__cause__`` is the original exception. Ordinary exceptions propagate unchanged.
+    ``SystemExit``, ``KeyboardInterrupt``, ``GeneratorExit``, other ``BaseException`` subclasses
+    and ``StopIteration`` would kill the runtime thread or stall the chat if they crossed the
+    bridge as they are, so the tool call fails with this error instead; ``__cause__`` is the
+    original exception. Ordinary exceptions propagate unchanged.
+
+    :ivar tool_name: the tool that raised (``event`` is ``"tool"``).
     """
 
     def __init__(self, agent_id: str, tool_name: str, message: str) -> None:

@@ -114,12 +114,25 @@ def _parameters_from_signature(signature: inspect.Signature) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Tool:
-    """A host function an agent may call by name.
+    """A host function an agent may call by name, through :func:`dispatch_tool`.
 
-    *parameters* is a JSON-schema-like description of the keyword arguments
-    (``{"type": "object", "properties": {...}, "required": [...]}``); derived from the
-    function's signature when not given. Adapters (pydantic-ai) turn it into the tool
-    schema the model sees.
+    Frozen: make one with :meth:`from_function` (or let :class:`AgentBridgeState` do it for a
+    plain function). A sync tool runs in one of the runtime's worker threads, or, if
+    *thread_sensitive*, on the thread of the caller that sent the chat; an async tool runs on the
+    host loop the agent was registered from (:meth:`PythonRuntime.aregister_agent`), or as its
+    own task on the runtime loop.
+
+    :param fn: the function; it is called with the context's ``"args"`` as keyword arguments.
+    :param name: the name agents call it by.
+    :param description: the one-line description a model sees.
+    :param parameters: a JSON-schema-like description of the keyword arguments
+        (``{"type": "object", "properties": {...}, "required": [...]}``); adapters (pydantic-ai)
+        turn it into the tool schema the model sees.
+    :param is_async: whether *fn* is a coroutine function (or an object whose ``__call__`` is).
+    :param signature: *fn*'s signature, used to refuse arguments it cannot take
+        (:class:`ContextError`); None if it has none.
+    :param thread_sensitive: run this sync tool on the thread of the caller that sent the chat,
+        never in a worker (ignored for async tools).
     """
 
     fn: Callable[..., Any]
@@ -147,8 +160,23 @@ class Tool:
     ) -> Tool:
         """Describe *fn* as a tool; *name*, *description* and *parameters* default from it.
 
-        *thread_sensitive*: a sync tool that must run on the thread of the caller that sent
-        the chat (a sqlite connection, a thread-local, a GUI toolkit), never in a worker.
+        Callable from any thread, typically while building an :class:`AgentBridgeState` before
+        registration.
+
+        :param fn: a sync or async callable (a ``functools.partial`` of a coroutine function is async
+            too).
+        :param name: the tool's name (default: ``fn.__name__``).
+        :param description: the model-facing description (default: the first line of *fn*'s
+            docstring, or empty).
+        :param parameters: the parameter description (default: derived from *fn*'s signature and
+            annotations, ``str``/``int``/``float``/``bool``/``list``/``dict`` becoming JSON types).
+        :param thread_sensitive: a sync tool that must run on the thread of the caller that sent the
+            chat (a ``sqlite3`` connection, a ``threading.local``, a GUI toolkit), never in a worker.
+            Its calls fail with :class:`CallerGoneError` when that caller stopped waiting or when
+            there is no chat caller (a call from :meth:`PythonRuntime.run`).
+        :returns: the new :class:`Tool`.
+        :raises TypeError: *fn* is not callable.
+        :raises ValueError: no non-empty name was given and *fn* has no ``__name__``.
         """
         if not callable(fn):
             raise TypeError(f"a tool must be callable, not {type(fn).__name__} {fn!r}")
@@ -171,7 +199,13 @@ class Tool:
 
 @dataclass(frozen=True)
 class Deny:
-    """Returned by a policy to refuse a tool call, with the reason the agent will see."""
+    """Returned by a policy to refuse a tool call, with the reason the agent will see.
+
+    The call then fails with :class:`PolicyDeniedError`, whose ``reason`` is *reason*; an SDK
+    adapter (and :class:`~agybridge.testing.ScriptedAgent`) reports it to the model.
+
+    :param reason: why the call was refused, in words a model can act on.
+    """
 
     reason: str
 
@@ -183,7 +217,20 @@ Hook = Callable[[str, str, Mapping[str, Any]], Any]
 
 
 class HookRunner:
-    """Hooks per event name; each runs synchronously in a worker thread, never on the loop."""
+    """An agent's hooks, per event name.
+
+    Hooks observe, they never change an outcome: each runs synchronously in one of the runtime's
+    worker threads, never on the loop, in the copied context of the command that caused it; one
+    that raises is logged and counted in ``stats.hook_errors`` (and, through
+    :func:`dispatch_hook`, raised as :class:`HookError`). Build it, or let
+    :class:`AgentBridgeState` build it from a mapping, before registering the agent; it is not
+    locked, so add hooks from one thread at a time.
+
+    :param hooks: event name (one of :data:`HOOK_EVENTS`) to the hooks to run on it, each
+        ``hook(agent_id, event, context) -> None``.
+    :raises ValueError: an unknown event name.
+    :raises TypeError: a hook is not callable.
+    """
 
     def __init__(self, hooks: Mapping[str, Iterable[Hook]] | None = None) -> None:
         self._hooks: dict[str, list[Hook]] = {}
@@ -192,7 +239,13 @@ class HookRunner:
                 self.add(event, fn)
 
     def add(self, event: str, fn: Hook) -> None:
-        """Run ``fn(agent_id, event, context)`` on every *event*."""
+        """Run ``fn(agent_id, event, context)`` on every *event*, after the hooks already added.
+
+        :param event: one of :data:`HOOK_EVENTS`.
+        :param fn: the hook; its return value is ignored.
+        :raises ValueError: *event* is not one of :data:`HOOK_EVENTS`.
+        :raises TypeError: *fn* is not callable.
+        """
         if event not in HOOK_EVENTS:
             raise ValueError(f"unknown hook event {event!r}; expected one of {', '.join(HOOK_EVENTS)}")
         if not callable(fn):
@@ -200,15 +253,28 @@ class HookRunner:
         self._hooks.setdefault(event, []).append(fn)
 
     def has(self, event: str) -> bool:
-        """True if any hook listens to *event* (so firing it costs nothing otherwise)."""
+        """True if any hook listens to *event*, so firing an event nobody listens to costs nothing."""
         return bool(self._hooks.get(event))
 
     def for_event(self, event: str) -> list[Hook]:
+        """The hooks for *event*, in the order they were added, as a new list (an empty one for an
+        event without hooks or an unknown one).
+        """
         return list(self._hooks.get(event, ()))
 
 
 class PolicySet:
-    """Policies consulted before every tool call; every one must approve."""
+    """An agent's policies, consulted before every tool call; every one must approve.
+
+    A policy is ``policy(agent_id, tool_name, context)`` returning ``True`` or ``None`` (approve),
+    ``False`` or :class:`Deny` (refuse: the call fails with :class:`PolicyDeniedError`). It runs
+    in one of the runtime's worker threads; one that raises, or returns anything else, refuses
+    the call with :class:`PolicyError` (policies fail closed). Build it before registering the
+    agent; it is not locked, so add policies from one thread at a time.
+
+    :param policies: the policies, consulted in this order.
+    :raises TypeError: a policy is not callable.
+    """
 
     def __init__(self, policies: Iterable[Policy] = ()) -> None:
         self._policies: list[tuple[str, Policy]] = []
@@ -216,7 +282,13 @@ class PolicySet:
             self.add(policy)
 
     def add(self, policy: Policy, name: str | None = None) -> None:
-        """Add *policy*; *name* (default: the function's name) appears in denials."""
+        """Add *policy*, consulted after the ones already added.
+
+        :param policy: the policy callable.
+        :param name: how denials and errors name it (default: the function's ``__name__``, or its
+            repr).
+        :raises TypeError: *policy* is not callable.
+        """
         if not callable(policy):
             raise TypeError(f"a policy must be callable, not {type(policy).__name__} {policy!r}")
         label: str = name or str(getattr(policy, "__name__", repr(policy)))
@@ -229,6 +301,7 @@ class PolicySet:
         return len(self._policies)
 
     def items(self) -> list[tuple[str, Policy]]:
+        """The ``(name, policy)`` pairs in consultation order, as a new list."""
         return list(self._policies)
 
 
@@ -244,7 +317,31 @@ class BridgeStats:
 
 
 class AgentBridgeState:
-    """Everything the host side knows about one agent: tools, hooks, policies, host loop."""
+    """Everything the host side knows about one agent: its tools, hooks, policies and host loop.
+
+    Build one per agent and pass it to :meth:`PythonRuntime.register_agent`, which files it in
+    that runtime's :attr:`~PythonRuntime.bridge_state` under the agent's id, where
+    :func:`dispatch_tool` finds it from the id alone. One state serves one agent: registering it
+    for a second raises :class:`AgentOwnershipError`; after its agent is unregistered or replaced
+    it is free again.
+
+    Thread rules: build and fill it on any one thread before registering; once registered it is
+    read on the runtime loop and in worker threads, so add no tools, hooks or policies to it then.
+
+    :param tools: :class:`Tool` objects, or functions described with :meth:`Tool.from_function`.
+    :param hooks: a :class:`HookRunner`, or a mapping of event name to hooks.
+    :param policies: a :class:`PolicySet`, or an iterable of policies.
+    :param host: where async tools run; :meth:`PythonRuntime.aregister_agent` sets it to the
+        caller's loop, and None runs them as tasks on the runtime loop.
+    :param thread_sensitive: run *every* sync tool of this agent on the thread of the caller that
+        sent the chat, as :meth:`Tool.from_function`'s *thread_sensitive* does for one tool.
+    :raises TypeError: a tool, hook or policy is not callable.
+    :raises ValueError: an unknown hook event, or a tool without a name.
+
+    Its ``stats`` attribute counts the agent's callbacks (written on the runtime loop only; read
+    it anywhere as a snapshot): ``tool_calls``, ``tool_errors`` (tools that raised), ``denied``
+    (calls refused by a policy), ``hooks_fired`` and ``hook_errors`` (hooks that raised, logged).
+    """
 
     def __init__(
         self,
@@ -277,7 +374,15 @@ class AgentBridgeState:
         parameters: Mapping[str, Any] | None = None,
         thread_sensitive: bool = False,
     ) -> Tool:
-        """Register a tool (a :class:`Tool`, or a function described with :meth:`Tool.from_function`)."""
+        """Register a tool, replacing one of the same name; call it before the agent is registered.
+
+        :param tool: a :class:`Tool`, or a function to describe with :meth:`Tool.from_function`
+            (*name*, *description*, *parameters* and *thread_sensitive* are passed on to it and
+            ignored for a :class:`Tool`).
+        :returns: the registered :class:`Tool`.
+        :raises TypeError: *tool* is not callable.
+        :raises ValueError: it has no usable name.
+        """
         if not isinstance(tool, Tool):
             tool = Tool.from_function(
                 tool, name=name, description=description, parameters=parameters, thread_sensitive=thread_sensitive
@@ -286,15 +391,25 @@ class AgentBridgeState:
         return tool
 
     def runs_on_caller(self, tool: Tool) -> bool:
-        """Does *tool* run on its caller's thread (thread-sensitive, by itself or by this state)?"""
+        """Does *tool* run on its caller's thread (a sync tool, thread-sensitive by itself or by this
+        state)?
+        """
         return not tool.is_async and (tool.thread_sensitive or self.thread_sensitive)
 
     def has_thread_sensitive_tools(self) -> bool:
-        """True if a chat with this agent may need its caller's thread."""
+        """True if a chat with this agent may need its caller's thread; chats with agents that have no
+        such tool pay nothing for the feature.
+        """
         return any(self.runs_on_caller(tool) for tool in list(self.tools.values()))
 
     def tool(self, agent_id: str, name: str) -> Tool:
-        """The tool called *name*; :class:`UnknownToolError` lists the agent's tools otherwise."""
+        """The tool called *name*.
+
+        :param agent_id: the agent's id, for the error message.
+        :param name: the tool's name.
+        :raises UnknownToolError: there is no such tool; the message lists the agent's tools.
+        :raises TypeError: *name* is not a str.
+        """
         if not isinstance(name, str):
             raise TypeError(f"tool_name must be a str, not {type(name).__name__} {name!r}")
         tool = self.tools.get(str.__str__(name))  # a plain str: no user __hash__ runs here
@@ -303,11 +418,13 @@ class AgentBridgeState:
         return tool
 
     def bind_host(self, host: HostLoop | None) -> None:
-        """Set the host loop async tools run on (done by ``aregister_agent``)."""
+        """Set the host loop async tools run on; :meth:`PythonRuntime.aregister_agent` does it for you
+        with the caller's loop, before registration.
+        """
         self.host = host
 
     def cancel_inflight(self) -> None:
-        """Mark the agent gone and cancel its running tool calls (runtime loop only)."""
+        """Mark the agent gone and cancel its running tool calls (runtime loop only, on unregister)."""
         self.closed = True
         for task in list(self._inflight):
             task.cancel()
@@ -322,8 +439,13 @@ def parse_context(context: str | bytes | Mapping[str, Any] | None) -> dict[str, 
     """Turn a serialized callback context into a dict, or raise :class:`ContextError`.
 
     A context is a JSON object (as text, bytes or an already-decoded mapping). Its optional
-    ``"args"`` member, an object, holds the tool's keyword arguments; other members are
-    metadata passed to hooks and policies.
+    ``"args"`` member, an object with str keys, holds the tool's keyword arguments; other members
+    are metadata passed to hooks and policies. A pure function: call it from any thread.
+
+    :param context: JSON text or bytes, a mapping, or None (no arguments).
+    :returns: a new dict that always has an ``"args"`` dict.
+    :raises ContextError: invalid or too deeply nested JSON, not an object, or ``"args"`` not an
+        object with str keys; the message says which.
     """
     if context is None:
         return {"args": {}}
@@ -383,8 +505,25 @@ async def _in_worker(fn: Callable[..., Any], *args: Any) -> Any:
 async def dispatch_hook(agent_id: str, event: str, context: str | bytes | Mapping[str, Any] | None = None) -> None:
     """Run agent *agent_id*'s hooks for *event* in a worker thread.
 
-    Every hook runs even if one raises; the first failure is raised afterwards as
-    :class:`HookError` naming the agent and the event, with the hook's exception as cause.
+    Every hook runs even if one raises; the first failure is then raised as :class:`HookError`
+    naming the agent and the event, with the hook's exception as ``__cause__``. The bridge itself
+    fires the chat and tool events (and only logs their failures); this is for agent code firing
+    them on its own.
+
+    Await it on the runtime loop, from agent code (inside a chat, a stream or a ``run`` command
+    of the runtime the agent is registered on): that is where :data:`BRIDGE_STATE` resolves to the
+    agent's runtime, where the worker threads are that runtime's, and where the sending caller's
+    context is copied from. It is a coroutine function and not thread-safe; never call it from
+    another thread or loop.
+
+    :param agent_id: the agent whose hooks run.
+    :param event: one of :data:`HOOK_EVENTS`.
+    :param context: the context handed to every hook (see :func:`parse_context`).
+    :raises UnknownAgentError: no agent is registered under *agent_id*.
+    :raises AgentOwnershipError: (off a runtime thread only) several runtimes registered it.
+    :raises ValueError: *event* is not one of :data:`HOOK_EVENTS`.
+    :raises ContextError: *context* cannot be parsed.
+    :raises HookError: a hook raised (anything, ``SystemExit`` included).
     """
     state: AgentBridgeState = BRIDGE_STATE.get(agent_id)
     if event not in HOOK_EVENTS:
@@ -447,9 +586,25 @@ async def dispatch_policy_confirm(
 ) -> None:
     """Ask every policy of *agent_id* whether *tool_name* may run, in a worker thread.
 
-    Returns when all approve. The first denial raises :class:`PolicyDeniedError` naming the
-    agent, the tool, the policy and its reason; a policy that raises makes the call fail
-    with :class:`PolicyError` (fail closed).
+    Returns None when all approve. :func:`dispatch_tool` does this itself before every tool call;
+    call it for actions the agent takes without a tool.
+
+    Await it on the runtime loop, from agent code (inside a chat, a stream or a ``run`` command
+    of the runtime the agent is registered on): that is where :data:`BRIDGE_STATE` resolves to the
+    agent's runtime, where the worker threads are that runtime's, and where the sending caller's
+    context is copied from. It is a coroutine function and not thread-safe; never call it from
+    another thread or loop.
+
+    :param agent_id: the agent whose policies are asked.
+    :param tool_name: the name policies see.
+    :param context: the context handed to every policy (see :func:`parse_context`).
+    :raises UnknownAgentError: no agent is registered under *agent_id*.
+    :raises AgentOwnershipError: (off a runtime thread only) several runtimes registered it.
+    :raises ContextError: *context* cannot be parsed.
+    :raises PolicyDeniedError: a policy refused (``False`` or :class:`Deny`); it names the agent,
+        the tool, the policy and its reason.
+    :raises PolicyError: a policy raised, or returned something other than ``True``, ``None``,
+        ``False`` or :class:`Deny` (fail closed).
     """
     state: AgentBridgeState = BRIDGE_STATE.get(agent_id)
     await _confirm(state, agent_id, tool_name, parse_context(context))
@@ -500,15 +655,41 @@ def _host_gone(host: HostLoop) -> HostLoopError | None:
 async def dispatch_tool(agent_id: str, tool_name: str, context: str | bytes | Mapping[str, Any] | None = None) -> Any:
     """Run host tool *tool_name* of agent *agent_id* with the arguments in *context*.
 
-    Awaited on the runtime loop by agent code. In order: look the agent and tool up
-    (:class:`UnknownAgentError`, :class:`UnknownToolError`), parse the context
-    (:class:`ContextError`), ask the policies (:class:`PolicyDeniedError`), fire
-    ``before_tool``, run the tool on the host side (sync: worker thread; async: the host
-    loop it was registered from, or its own task on this loop), fire ``after_tool`` (or
-    ``on_error``) and return the tool's result. A tool's exception propagates to the agent
-    with its original traceback, except the kinds that would kill the runtime thread or
-    stall the call (``SystemExit``, ``KeyboardInterrupt``, ``StopIteration``, ...): those
-    fail the call with :class:`ToolError`, the original as its cause.
+    What an agent SDK calls when its model asks for a tool. In order: look the agent and the tool
+    up, parse the context and check the arguments against the tool's signature, ask the policies,
+    fire ``before_tool``, run the tool on the host side (sync: a worker thread, or the chat
+    caller's thread if thread-sensitive; async: the host loop it was registered from, or its own
+    task on this loop), fire ``after_tool`` (or ``on_error``) and return the tool's result. Hooks
+    that fail are logged, never raised. Every step runs in a copy of the context of the caller
+    that sent the command.
+
+    Await it on the runtime loop, from agent code (inside a chat, a stream or a ``run`` command
+    of the runtime the agent is registered on): that is where :data:`BRIDGE_STATE` resolves to the
+    agent's runtime, where the worker threads are that runtime's, and where the sending caller's
+    context is copied from. It is a coroutine function and not thread-safe; never call it from
+    another thread or loop.
+
+    :param agent_id: the agent whose tool runs.
+    :param tool_name: the tool's name.
+    :param context: JSON text or bytes, or a mapping, whose ``"args"`` member holds the tool's
+        keyword arguments (None: no arguments).
+    :returns: what the tool returned.
+    :raises Exception: the tool's own exception, unchanged, with its original traceback.
+    :raises ToolError: the tool raised something that cannot cross the bridge as it is
+        (``SystemExit``, ``KeyboardInterrupt``, ``GeneratorExit``, other ``BaseException``
+        subclasses, ``StopIteration``); ``__cause__`` is the original.
+    :raises UnknownAgentError: no agent is registered under *agent_id*.
+    :raises AgentOwnershipError: (off a runtime thread only) several runtimes registered it.
+    :raises UnknownToolError: the agent has no such tool.
+    :raises ContextError: *context* cannot be parsed, or the tool cannot take its arguments.
+    :raises PolicyDeniedError: a policy refused the call.
+    :raises PolicyError: a policy raised or returned nonsense (fail closed).
+    :raises CallerGoneError: a thread-sensitive tool's caller stopped waiting, or there is none.
+    :raises HostLoopError: the host loop of an async tool is stopped, closed or finished.
+    :raises DeadlockError: an async tool's host loop is blocked in a blocking call waiting for
+        this very command.
+    :raises CommandCancelledError: the agent was unregistered while the tool ran, or the tool's
+        task was cancelled.
     """
     state: AgentBridgeState = BRIDGE_STATE.get(agent_id)
     tool = state.tool(agent_id, tool_name)

@@ -62,9 +62,21 @@ def plan_from_message(message: str) -> list[ToolCall]:
 class ScriptedAgent:
     """An offline stand-in for an SDK agent (``async def chat(message) -> str``).
 
-    *latency* is the simulated model time before planning and again before answering.
-    ``history`` keeps the conversation (user messages, tool results, replies) so tests
-    can check that successive chats continue the same conversation.
+    Register it like any agent (``runtime.register_agent("a1", lambda: ScriptedAgent("a1"),
+    state)``); it lives on the runtime loop and only that loop calls it. Each chat plans tool
+    calls from the message (``weather(city=Paris)``, see :func:`plan_from_message`), calls them
+    through :func:`~agybridge.dispatch_tool` with a JSON context exactly as an SDK would (so
+    policies and hooks apply), reports denials in its answer and keeps the conversation.
+
+    :param agent_id: the id it is registered under (its tool calls name it).
+    :param latency: the simulated model time, in seconds, before planning and again before
+        answering (0 still suspends once each time, as a real model call would).
+    :param planner: turns a message into ``(tool_name, kwargs)`` pairs (default:
+        :func:`plan_from_message`).
+
+    Attributes: ``history``, the conversation as ``(role, text)`` pairs (``"user"``, ``"tool"``,
+    ``"assistant"``), so tests can check that successive chats continue it; ``turn``, the number
+    of chats so far; ``closed``, True after :meth:`aclose`.
     """
 
     def __init__(
@@ -86,6 +98,19 @@ class ScriptedAgent:
         await asyncio.sleep(self.latency)
 
     async def chat(self, message: str) -> str:
+        """One chat turn: think, call the planned tools in order, think, answer.
+
+        Awaited on the runtime loop by the bridge (through :meth:`~agybridge.PythonRuntime.chat` and
+        friends), never directly from another thread.
+
+        :param message: the user's message, also the plan's source.
+        :returns: ``"turn N: "`` followed by each tool's outcome (``name -> result`` or ``name denied
+            (reason)``), or ``no tools needed``.
+        :raises RuntimeError: the agent was closed.
+        :raises Exception: a tool's own exception, or the bridge's (:class:`~agybridge.UnknownToolError`,
+            :class:`~agybridge.ContextError`, :class:`~agybridge.PolicyError`, ...); policy denials are
+            reported in the reply instead.
+        """
         return "".join([chunk async for chunk in self.chat_stream(message)])
 
     async def chat_stream(self, message: str) -> AsyncIterator[str]:
@@ -116,6 +141,9 @@ class ScriptedAgent:
         self.history.append(("assistant", reply))
 
     async def aclose(self) -> None:
+        """Mark the agent closed; later chats raise ``RuntimeError``. The runtime awaits it on its loop
+        when the agent is unregistered or replaced, or the runtime stops.
+        """
         self.closed = True
 
 

@@ -86,6 +86,19 @@ class PydanticAIAgent:
         return tuple(self._history)
 
     async def chat(self, message: str) -> str:
+        """One chat turn: run the pydantic-ai agent on *message*, continuing the conversation.
+
+        Awaited on the runtime loop by the bridge (through :meth:`~agybridge.PythonRuntime.chat` and
+        friends). Concurrent chats with one agent take turns, so each continues the history the
+        previous one left. The agent's host tools are read from its bridge state at every chat, so
+        tools added later are offered too; a policy denial reaches the model as that tool call's
+        error.
+
+        :param message: the user prompt.
+        :returns: the run's output (``str()`` of it if the agent's output type is not ``str``).
+        :raises Exception: whatever pydantic-ai raises (a model error, a tool error it gave up
+            retrying, ``UsageLimitExceeded``, ...), unchanged.
+        """
         async with self._turn:
             # Built per chat, so tools added to the bridge state later are offered too.
             toolset = FunctionToolset(bridge_tools(self.agent_id))
@@ -110,6 +123,9 @@ class PydanticAIAgent:
             self._history = list(run.all_messages())
 
     async def aclose(self) -> None:
+        """Forget the conversation; the runtime awaits it on its loop when the agent is unregistered or
+        replaced, or the runtime stops.
+        """
         self._history = []
 
 
