@@ -38,10 +38,12 @@ def core(request: pytest.FixtureRequest) -> ModuleType:
 
 import asyncio  # noqa: E402
 import concurrent.futures  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from typing import Any, TypeVar  # noqa: E402
 
-from agybridge import BRIDGE_STATE, PythonRuntime, RuntimeConfig  # noqa: E402
+from agybridge import BRIDGE_STATE, PythonRuntime, RuntimeConfig, RuntimeMetrics  # noqa: E402
 
 T = TypeVar("T")
 
@@ -86,3 +88,14 @@ def trio_host(coro_fn: Callable[[], Any], timeout: float = 30.0) -> Any:
     import trio
 
     return in_thread(lambda: trio.run(coro_fn), timeout)
+
+
+def settled(runtime: PythonRuntime, timeout: float = 10.0) -> RuntimeMetrics:
+    """The metrics once nothing is in flight: a caller can see its outcome (a timeout, a
+    cancellation) a moment before the runtime loop has finished the task and counted it."""
+    deadline = time.monotonic() + timeout
+    metrics = runtime.metrics()
+    while metrics.in_flight and time.monotonic() < deadline:
+        threading.Event().wait(0.005)
+        metrics = runtime.metrics()
+    return metrics

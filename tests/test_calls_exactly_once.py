@@ -10,7 +10,7 @@ import threading
 from collections import Counter
 from typing import Any
 
-from test_wrap import settled
+from conftest import settled
 
 from agybridge import CommandCancelledError, OperationTimeoutError, PythonRuntime
 

@@ -9,8 +9,7 @@ import threading
 from types import ModuleType
 
 import pytest
-from conftest import asyncio_host, make_config, trio_host
-from test_wrap import settled
+from conftest import asyncio_host, make_config, settled, trio_host
 
 from agybridge import (
     AgentHandle,

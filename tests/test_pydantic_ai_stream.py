@@ -115,7 +115,9 @@ def test_leaving_a_streamed_chat_early_keeps_the_history_and_the_agent(runtime: 
         return agents[-1]
 
     runtime.register_agent("pe", factory, AgentBridgeState(tools=[Tool.from_function(lambda key: key, name="lookup")]))
-    for chunk in runtime.chat_stream("pe", "first"):
+    # A buffer of one holds the model after its first delta until the consumer takes again,
+    # so the turn is certainly unfinished when the consumer leaves (deterministic, not a race).
+    for chunk in runtime.chat_stream("pe", "first", buffer=1):
         assert chunk == "found "
         break
     # The early exit released the conversation: the next chat runs and continues it.

@@ -6,12 +6,11 @@ import asyncio
 import os
 import signal
 import threading
-import time
 from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import asyncio_host, make_config, trio_host
+from conftest import asyncio_host, make_config, settled, trio_host
 
 from agybridge import (
     CommandCancelledError,
@@ -19,20 +18,8 @@ from agybridge import (
     DeadlockError,
     OperationTimeoutError,
     PythonRuntime,
-    RuntimeMetrics,
     RuntimeShutdownError,
 )
-
-
-def settled(runtime: PythonRuntime, timeout: float = 10.0) -> RuntimeMetrics:
-    """The metrics once nothing is in flight: a caller can see its outcome (a timeout, a
-    cancellation) a moment before the runtime loop has finished the task and counted it."""
-    deadline = time.monotonic() + timeout
-    metrics = runtime.metrics()
-    while metrics.in_flight and time.monotonic() < deadline:
-        threading.Event().wait(0.005)
-        metrics = runtime.metrics()
-    return metrics
 
 
 def probe() -> tuple[Any, threading.Event, threading.Event]:
