@@ -47,6 +47,7 @@ import os
 import time
 
 from agybridge._diagnostics import report_callback_error
+from agybridge._validate import agent_id as _check_agent_id  # the one agent-id validator
 from agybridge.errors import (
     AgentAlreadyRegisteredError,
     CommandCancelledError,
@@ -169,14 +170,6 @@ cdef double _check_timeout(object timeout) except? -2.0:
     if math.isnan(value) or value < 0:
         raise ValueError(f"timeout must be None or a number >= 0, not {timeout!r}")
     return value
-
-
-cdef str _check_agent_id(object agent_id):
-    if not isinstance(agent_id, str):
-        raise TypeError(f"agent id must be a str, not {type(agent_id).__name__}")
-    if not agent_id:
-        raise ValueError("agent id must be a non-empty string")
-    return <str>agent_id
 
 
 # --------------------------------------------------------------------------------------
@@ -603,7 +596,7 @@ cdef class AgentRegistry:
         Raises ``AgentAlreadyRegisteredError`` if the id is taken and *replace* is false,
         ``TypeError``/``ValueError`` if the id is not a non-empty str.
         """
-        _check_agent_id(agent_id)
+        agent_id = _check_agent_id(agent_id)
         with self._mutex:
             if not replace and agent_id in self._map:
                 raise AgentAlreadyRegisteredError(agent_id)

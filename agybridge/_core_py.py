@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from agybridge._diagnostics import report_callback_error
+from agybridge._validate import agent_id as _check_agent_id  # the one agent-id validator
 from agybridge.errors import (
     AgentAlreadyRegisteredError,
     CommandCancelledError,
@@ -70,14 +71,6 @@ def set_max_spinners(n: int) -> None:
     """
     if n < 0:
         raise ValueError(f"max spinners must be >= 0, not {n}")
-
-
-def _check_agent_id(agent_id: object) -> str:
-    if not isinstance(agent_id, str):
-        raise TypeError(f"agent id must be a str, not {type(agent_id).__name__}")
-    if not agent_id:
-        raise ValueError("agent id must be a non-empty string")
-    return agent_id
 
 
 # --------------------------------------------------------------------------------------
@@ -397,7 +390,7 @@ class AgentRegistry:
         Raises ``AgentAlreadyRegisteredError`` if the id is taken and *replace* is false,
         ``TypeError``/``ValueError`` if the id is not a non-empty str.
         """
-        _check_agent_id(agent_id)
+        agent_id = _check_agent_id(agent_id)
         with self._mutex:
             if not replace and agent_id in self._map:
                 raise AgentAlreadyRegisteredError(agent_id)

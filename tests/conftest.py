@@ -6,20 +6,19 @@ The compiled core is skipped (with its reason shown) only when it is not importa
 
 from __future__ import annotations
 
-import importlib
 from types import ModuleType
 
 import pytest
 
 from agybridge._env import REQUIRE_EXTENSIONS_VAR, env_flag
+from agybridge._select import Implementation, load_core
 
-IMPLEMENTATIONS = ("cython", "python")
+IMPLEMENTATIONS: tuple[Implementation, ...] = ("cython", "python")
 
 
-def _load(name: str) -> ModuleType:
-    module = "agybridge._core" if name == "cython" else "agybridge._core_py"
+def _load(name: Implementation) -> ModuleType:
     try:
-        return importlib.import_module(module)
+        return load_core(name)
     except ImportError as exc:
         if env_flag(REQUIRE_EXTENSIONS_VAR):
             pytest.fail(f"{REQUIRE_EXTENSIONS_VAR} is set but the compiled core is missing: {exc}")

@@ -49,7 +49,7 @@ def test_duplicate_insert_is_refused_unless_replace(core: ModuleType) -> None:
 
 @pytest.mark.parametrize(("bad", "error"), [(None, TypeError), (7, TypeError), ("", ValueError)])
 def test_bad_ids_are_rejected(core: ModuleType, bad: object, error: type[Exception]) -> None:
-    with pytest.raises(error, match="agent id"):
+    with pytest.raises(error, match="agent_id must be"):
         core.AgentRegistry().insert(bad, 1)
 
 
