@@ -1,28 +1,20 @@
 """agybridge: drive asyncio agent code on one dedicated loop thread from anywhere.
 
+This module only re-exports; see the API reference for each name.
+
 Plain threads, other asyncio loops and trio send commands to a :class:`PythonRuntime`,
 whose one thread runs every agent coroutine; agents call back into the host through
 :func:`dispatch_tool`, :func:`dispatch_hook` and :func:`dispatch_policy_confirm`.
 """
 
-from agybridge._context_managers import AsyncRemoteContext, RemoteContext
-from agybridge._dispatcher import RuntimeMetrics
-from agybridge._futures import CommandFuture
-from agybridge._handles import AgentHandle, AioAgentHandle
-from agybridge._select import IMPLEMENTATION, AgentRegistry, Channel, CommandQueue, Oneshot
-from agybridge._stream_consumer import AsyncStream, BlockingStream
-from agybridge._wrap import AioWrapped, Wrapped
-from agybridge.commands import (
-    CallAgent,
-    Chat,
-    ChatStream,
-    PyCommand,
-    RegisterAgent,
-    Run,
-    Shutdown,
-    Stream,
-    UnregisterAgent,
-)
+from agybridge._caller.context_managers import AsyncRemoteContext, RemoteContext
+from agybridge._caller.futures import CommandFuture
+from agybridge._caller.handles import AgentHandle, AioAgentHandle
+from agybridge._caller.streams import AsyncStream, BlockingStream
+from agybridge._caller.wrap import AioWrapped, Wrapped
+from agybridge._loop.callbacks import dispatch_hook, dispatch_policy_confirm, dispatch_tool, parse_context
+from agybridge._loop.dispatcher import RuntimeMetrics
+from agybridge._registry import BRIDGE_STATE
 from agybridge.config import (
     DEFAULT_CHAT_TIMEOUT_SECS,
     DEFAULT_INTER_AGENT_DELAY,
@@ -59,20 +51,24 @@ from agybridge.errors import (
     UnknownToolError,
     WaitTimeoutError,
 )
-from agybridge.runtime import PythonRuntime
-from agybridge.state import (
-    BRIDGE_STATE,
-    HOOK_EVENTS,
-    AgentBridgeState,
-    Deny,
-    HookRunner,
-    PolicySet,
-    Tool,
-    dispatch_hook,
-    dispatch_policy_confirm,
-    dispatch_tool,
-    parse_context,
+from agybridge.lowlevel import (
+    IMPLEMENTATION,
+    AgentRegistry,
+    CallAgent,
+    Channel,
+    Chat,
+    ChatStream,
+    CommandQueue,
+    Oneshot,
+    PyCommand,
+    RegisterAgent,
+    Run,
+    Shutdown,
+    Stream,
+    UnregisterAgent,
 )
+from agybridge.runtime import PythonRuntime
+from agybridge.state import HOOK_EVENTS, AgentBridgeState, Deny, HookRunner, PolicySet, Tool
 
 __version__ = "0.1.0"
 

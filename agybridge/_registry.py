@@ -23,11 +23,11 @@ import weakref
 from typing import Any
 
 from agybridge import _validate
-from agybridge._loop_thread import current_owner
+from agybridge._origin import current_owner
 from agybridge._select import AgentRegistry
 from agybridge.errors import AgentOwnershipError, UnknownAgentError
 
-__all__ = ["BridgeStateView", "claim_state", "owner_label", "release_state", "track_runtime"]
+__all__ = ["BRIDGE_STATE", "BridgeStateView", "claim_state", "owner_label", "release_state", "track_runtime"]
 
 _MISSING: Any = object()
 # Every runtime made in this process; a runtime reaches the view through its bridge_state.
@@ -169,3 +169,8 @@ class BridgeStateView:
     def clear(self) -> None:
         """Empty the current registry (a runtime's own agents are left to that runtime)."""
         self.current().clear()
+
+
+#: Agent id -> :class:`~agybridge.AgentBridgeState`, resolved per runtime: on a runtime's
+#: thread it is that runtime's own registry (``runtime.bridge_state``); see above.
+BRIDGE_STATE = BridgeStateView(AgentRegistry())

@@ -11,7 +11,11 @@ import math
 
 from agybridge.errors import ConfigError
 
-__all__ = ["agent_id", "buffer_size", "count", "seconds", "timeout_or_default"]
+__all__ = ["NO_LIMIT", "agent_id", "buffer_size", "call_timeout", "count", "seconds", "timeout_or_default"]
+
+#: What ``timeout=math.inf`` becomes: no limit, as in trio and anyio (a wait this long is
+#: still a finite number every lock and clock can take: about 31 years).
+NO_LIMIT = 1e9
 
 
 def seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
@@ -35,9 +39,16 @@ def seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
     return result
 
 
+def call_timeout(name: str, value: object) -> float:
+    """A per-call bound given by the caller: seconds > 0, or ``math.inf`` for no limit."""
+    if isinstance(value, float) and value == math.inf:
+        return NO_LIMIT
+    return seconds(name, value)
+
+
 def timeout_or_default(value: float | None, default: float, name: str = "timeout") -> float:
-    """A per-call bound: *default* when None, else a validated number of seconds > 0."""
-    return default if value is None else seconds(name, value)
+    """A per-call bound: *default* when None, else seconds > 0 (``math.inf``: no limit)."""
+    return default if value is None else call_timeout(name, value)
 
 
 def agent_id(value: object, name: str = "agent_id") -> str:

@@ -11,13 +11,11 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agybridge import _validate
 from agybridge._select import Channel, Oneshot
-
-if TYPE_CHECKING:
-    from agybridge.state import AgentBridgeState
+from agybridge.state import AgentBridgeState
 
 __all__ = [
     "CallAgent",

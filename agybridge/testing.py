@@ -22,8 +22,8 @@ import re
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
+from agybridge import dispatch_tool
 from agybridge.errors import PolicyDeniedError
-from agybridge.state import dispatch_tool
 
 if TYPE_CHECKING:
     from pydantic_ai.models.function import FunctionModel

@@ -23,7 +23,7 @@ from agybridge import (
     UnknownAgentError,
     UnregisterAgent,
 )
-from agybridge._agents import AgentTable
+from agybridge._loop.agents import AgentTable
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import make_config
 
 from agybridge import BRIDGE_STATE, CallAgent, CommandCancelledError, RegisterAgent, UnknownAgentError
-from agybridge._agents import AgentTable
+from agybridge._loop.agents import AgentTable
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -344,13 +344,13 @@ def test_a_held_context_manager_does_not_stop_callers_from_spinning(
     import agybridge.runtime
 
     asked: list[int] = []
-    budget = agybridge.runtime.caller_spin_budget
+    budget = agybridge._caller.send.caller_spin_budget
 
     def recording_budget(configured: float, in_flight: int) -> float:
         asked.append(in_flight)
         return budget(configured, in_flight)
 
-    monkeypatch.setattr(agybridge.runtime, "caller_spin_budget", recording_budget)
+    monkeypatch.setattr(agybridge._caller.send, "caller_spin_budget", recording_budget)
     with runtime.enter(Recorder()):
         assert runtime.metrics().in_flight == 1  # the holder
         asked.clear()

@@ -17,7 +17,7 @@ from agybridge import (
     RuntimeDiedError,
     RuntimeShutdownError,
 )
-from agybridge._dispatcher import Dispatcher
+from agybridge._loop.dispatcher import Dispatcher
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -554,7 +554,7 @@ def test_unhashable_agent_id_or_tool_name_names_the_parameter(runtime: PythonRun
         runtime.chat({"a": 1}, "hi")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("timeout", [10**400, float("inf"), float("nan"), -1])
+@pytest.mark.parametrize("timeout", [10**400, float("-inf"), float("nan"), -1, 0])
 def test_absurd_timeout_names_the_parameter(runtime: PythonRuntime, timeout: Any) -> None:
     with pytest.raises(ConfigError, match="timeout"):
         runtime.run(ping, timeout=timeout)
@@ -564,6 +564,20 @@ def test_absurd_timeout_names_the_parameter(runtime: PythonRuntime, timeout: Any
 
     with pytest.raises(ConfigError, match="timeout"):
         asyncio.run(caller())
+
+
+def test_an_infinite_timeout_means_no_limit(runtime: PythonRuntime) -> None:
+    """``timeout=math.inf`` is "no limit", as in trio and anyio, on every call that takes one."""
+    assert runtime.run(ping, timeout=float("inf")) == "pong"
+
+    async def caller() -> str:
+        return await runtime.arun(ping, timeout=float("inf"))
+
+    assert asyncio.run(caller()) == "pong"
+    assert runtime.wrap(ping, timeout=float("inf"))() == "pong"
+    assert runtime.submit(ping).result(timeout=10) == "pong"
+    stream = runtime.stream(_count_to, 3).with_options(item_timeout=float("inf"))
+    assert list(stream) == [0, 1, 2]
     assert runtime.run(ping) == "pong"
 
 
@@ -626,3 +640,8 @@ def test_fork_from_a_coroutine_on_the_runtime_thread(runtime: PythonRuntime) -> 
         return data.decode()
 
     assert runtime.run(fork_and_call, timeout=30) == "ForkedRuntimeError"
+
+
+async def _count_to(n: int) -> Any:
+    for i in range(n):
+        yield i

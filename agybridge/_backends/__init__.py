@@ -16,15 +16,37 @@ caller still propagates its own ``CancelledError`` (swallowing a task's cancella
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TypeVar
 
 from agybridge._backends import _asyncio, _trio
 from agybridge._backends._common import Abort, HostLoop, OnTimeout
 from agybridge._select import Oneshot
 
-__all__ = ["AsyncLibrary", "HostLoop", "await_oneshot", "current_async_library", "current_host"]
+__all__ = [
+    "AsyncLibrary",
+    "AsyncioHost",
+    "HostLoop",
+    "TrioHost",
+    "await_oneshot",
+    "checkpoint_if_cancelled",
+    "current_async_library",
+    "current_host",
+    "current_scheduler",
+    "host_key",
+    "in_trio_run",
+    "running_host_key",
+    "shielded_under_trio",
+]
+
+AsyncioHost = _asyncio.AsyncioHost
+TrioHost = _trio.TrioHost
+in_trio_run = _trio.in_trio_run
+checkpoint_if_cancelled = _trio.checkpoint_if_cancelled
 
 AsyncLibrary = Literal["asyncio", "trio"]
+T = TypeVar("T")
 
 
 def current_async_library() -> AsyncLibrary:
@@ -44,9 +66,7 @@ def current_async_library() -> AsyncLibrary:
 def current_host() -> HostLoop | None:
     """The host loop of the calling code: its trio run, its asyncio loop, or None."""
     if _trio.in_trio_run():
-        import trio
-
-        return _trio.TrioHost(trio.lowlevel.current_trio_token())
+        return _trio.TrioHost(_trio.current_token())
     try:
         return _asyncio.AsyncioHost(asyncio.get_running_loop())
     except RuntimeError:
@@ -69,3 +89,53 @@ async def await_oneshot(
     """
     library = _trio if current_async_library() == "trio" else _asyncio
     return await library.await_oneshot(shot, timeout, on_timeout, abort, spin)
+
+
+def current_scheduler() -> tuple[Callable[[Callable[[], None]], object], str]:
+    """For the calling task's loop: a thread-safe "run this soon there" and the loop's kind."""
+    if _trio.in_trio_run():
+        return _trio.current_token().run_sync_soon, "trio run"
+    return asyncio.get_running_loop().call_soon_threadsafe, "asyncio loop"
+
+
+def host_key(host: HostLoop | None) -> object | None:
+    """What identifies *host*'s loop: the asyncio loop, or the trio run's token."""
+    if isinstance(host, _asyncio.AsyncioHost):
+        return host.loop
+    if isinstance(host, _trio.TrioHost):
+        token: object = host.token
+        return token
+    return None
+
+
+def _maybe_trio() -> bool:
+    """A cheap "might this thread be in a trio run?": trio names itself in sniffio's thread-local.
+
+    ``trio.lowlevel.in_trio_run()`` costs an AttributeError on every thread outside a run,
+    which every blocking call would pay once trio is imported; this check costs a dict look-up.
+    """
+    sniffio = sys.modules.get("sniffio")
+    return sniffio is not None and getattr(sniffio.thread_local, "name", None) == "trio"
+
+
+def running_host_key() -> object | None:
+    """The loop running on this thread (an asyncio loop or a trio run's token), or None."""
+    loop = asyncio._get_running_loop()
+    if loop is not None:
+        return loop
+    if _maybe_trio() and _trio.in_trio_run():
+        token: object = _trio.current_token()
+        return token
+    return None
+
+
+async def shielded_under_trio(awaitable: Awaitable[T]) -> T:
+    """Await *awaitable*; under trio shielded from the caller's cancel scope.
+
+    trio's cancellation is level-triggered: a clean-up awaited inside a cancelled scope
+    would be cancelled at once. asyncio's is edge-triggered and needs no shield.
+    """
+    if _trio.in_trio_run():
+        result: T = await _trio.shielded(awaitable)
+        return result
+    return await awaitable

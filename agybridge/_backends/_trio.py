@@ -17,13 +17,28 @@ from agybridge._backends._common import Abort, OnTimeout
 from agybridge._select import Oneshot
 from agybridge.errors import HostLoopError
 
-__all__ = ["TrioHost", "await_oneshot", "checkpoint_if_cancelled", "in_trio_run"]
+__all__ = ["TrioHost", "await_oneshot", "checkpoint_if_cancelled", "current_token", "in_trio_run", "shielded"]
 
 
 def in_trio_run() -> bool:
     """True inside a trio run (without importing trio when nobody did)."""
     trio = sys.modules.get("trio")
     return trio is not None and bool(trio.lowlevel.in_trio_run())
+
+
+def current_token() -> Any:
+    """The current trio run's token (call only inside a run)."""
+    import trio
+
+    return trio.lowlevel.current_trio_token()
+
+
+async def shielded(awaitable: Awaitable[Any]) -> Any:
+    """Await *awaitable* in a cancel scope shielded from the caller's."""
+    import trio
+
+    with trio.CancelScope(shield=True):
+        return await awaitable
 
 
 def _is_idle() -> bool:

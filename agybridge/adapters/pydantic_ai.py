@@ -28,8 +28,8 @@ from pydantic_ai import Agent, ModelRetry, Tool
 from pydantic_ai.messages import ModelMessage, PartDeltaEvent, PartStartEvent, TextPart, TextPartDelta
 from pydantic_ai.toolsets import FunctionToolset
 
+from agybridge import BRIDGE_STATE, AgentBridgeState, dispatch_tool
 from agybridge.errors import PolicyDeniedError
-from agybridge.state import BRIDGE_STATE, AgentBridgeState, dispatch_tool
 from agybridge.state import Tool as BridgeTool
 from agybridge.testing import planning_model
 

@@ -4,8 +4,8 @@ A stream's producer is an async iterable on the runtime loop; its items cross to
 consumer through a :class:`~agybridge.Channel`. The producer is advanced only while the
 channel has room (it checks before computing the next item, so it never runs more than
 the buffer ahead of the consumer) and parks on a future the consumer's ``take`` wakes.
-Ending the channel is not done here: the runtime ends it with the command's outcome (see
-:func:`end_channel_with`), so a stream ends exactly when its command does, whatever the
+Ending the channel is not done here: the send path ends it with the command's outcome (see
+:func:`agybridge._caller.send.end_channel_with`), so a stream ends exactly when its command does, whatever the
 reason (exhausted, failed, cancelled, shut down, the runtime died).
 
 A consumer that leaves cancels the channel, then asks the loop to stop the stream
@@ -22,11 +22,10 @@ import inspect
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from agybridge._select import Channel, Oneshot
+from agybridge._select import Channel
 from agybridge.commands import ChatStream, PyCommand, Stream
-from agybridge.errors import CommandCancelledError
 
-__all__ = ["ConsumerLeft", "end_channel_with", "open_source", "pump", "run_stream", "stop_stream"]
+__all__ = ["ConsumerLeft", "open_source", "pump", "run_stream", "stop_stream"]
 
 # Channels whose pump is parked for room or closing its producer: it stops by itself once
 # the consumer cancels. Touched only on the loop thread that runs the pump (one per
@@ -124,20 +123,3 @@ async def run_stream(cmd: Stream) -> None:
     """The handler of :class:`~agybridge.commands.Stream` commands."""
     items = await open_source(cmd.fn(*cmd.args, **cmd.kwargs), cmd.describe())
     await pump(cmd.channel, items)
-
-
-def end_channel_with(channel: Channel, what: str) -> Any:
-    """A done callback for a stream command's oneshot: end *channel* with its outcome.
-
-    A result ends the stream cleanly (the producer is exhausted), an exception ends it with
-    that exception after the items already buffered, a cancellation with
-    :class:`CommandCancelledError`. If the consumer already left, nothing happens.
-    """
-
-    def end(shot: Oneshot) -> None:
-        if shot.cancelled():
-            channel.finish(CommandCancelledError(f"{what} was cancelled"))
-        else:
-            channel.finish(shot.exception(0))
-
-    return end

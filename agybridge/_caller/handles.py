@@ -15,13 +15,11 @@ MyAgent)``); ``handle.summarize(text)`` reaches the same method by name, uncheck
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from agybridge import _validate
+from agybridge._caller.send import Sender
 from agybridge.commands import CallAgent, Chat
-
-if TYPE_CHECKING:
-    from agybridge.runtime import PythonRuntime
 
 __all__ = ["AgentHandle", "AioAgentHandle"]
 
@@ -40,17 +38,15 @@ def _method_name(method: object) -> str:
 
 
 class _HandleBase(Generic[A]):
-    __slots__ = ("_agent_id", "_agent_type", "_runtime", "_timeout")
+    __slots__ = ("_agent_id", "_agent_type", "_sender", "_timeout")
 
-    def __init__(
-        self, runtime: PythonRuntime, agent_id: str, agent_type: type[A] | None, timeout: float | None
-    ) -> None:
-        self._runtime = runtime
+    def __init__(self, sender: Sender, agent_id: str, agent_type: type[A] | None, timeout: float | None) -> None:
+        self._sender = sender
         self._agent_id = _validate.agent_id(agent_id)
         if agent_type is not None and not isinstance(agent_type, type):
             raise TypeError(f"agent_type must be a class, not {type(agent_type).__name__} {agent_type!r}")
         self._agent_type = agent_type
-        self._timeout = None if timeout is None else _validate.seconds("timeout", timeout)
+        self._timeout = None if timeout is None else _validate.call_timeout("timeout", timeout)
 
     @property
     def agent_id(self) -> str:
@@ -64,7 +60,7 @@ class _HandleBase(Generic[A]):
             args,
             kwargs,
             agent_type=self._agent_type,
-            oneshot=self._runtime.core.Oneshot(),
+            oneshot=self._sender.oneshot(),
         )
 
     def __repr__(self) -> str:
@@ -91,7 +87,7 @@ class AgentHandle(_HandleBase[A]):
     @property
     def aio(self) -> AioAgentHandle[A]:
         """The same handle for asyncio and trio callers: ``await handle.aio.chat(...)``."""
-        return AioAgentHandle(self._runtime, self._agent_id, self._agent_type, self._timeout)
+        return AioAgentHandle(self._sender, self._agent_id, self._agent_type, self._timeout)
 
     def chat(self, message: str) -> str:
         """One chat turn, exactly as :meth:`PythonRuntime.chat`: hooks, the chat timeout and the
@@ -101,9 +97,7 @@ class AgentHandle(_HandleBase[A]):
         :raises UnknownAgentError: no agent is registered under the handle's id.
         :raises ChatTimeoutError: the chat turn outlasted ``config.chat_timeout``.
         """
-        reply: str = self._runtime.send_command(
-            Chat(self._agent_id, message, oneshot=self._runtime.core.Oneshot()), self._timeout
-        )
+        reply: str = self._sender.send(Chat(self._agent_id, message, oneshot=self._sender.oneshot()), self._timeout)
         return reply
 
     @overload
@@ -126,7 +120,7 @@ class AgentHandle(_HandleBase[A]):
         :raises OperationTimeoutError: the call outlasted the handle's timeout (the method is
             cancelled).
         """
-        return self._runtime.send_command(self._command(method, args, kwargs), self._timeout)
+        return self._sender.send(self._command(method, args, kwargs), self._timeout)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_"):
@@ -150,8 +144,8 @@ class AioAgentHandle(_HandleBase[A]):
         :raises UnknownAgentError: no agent is registered under the handle's id.
         :raises ChatTimeoutError: the chat turn outlasted ``config.chat_timeout``.
         """
-        reply: str = await self._runtime.asend_command(
-            Chat(self._agent_id, message, oneshot=self._runtime.core.Oneshot()), self._timeout
+        reply: str = await self._sender.asend(
+            Chat(self._agent_id, message, oneshot=self._sender.oneshot()), self._timeout
         )
         return reply
 
@@ -174,7 +168,7 @@ class AioAgentHandle(_HandleBase[A]):
         :raises TypeError: the registered agent is not an instance of the handle's class.
         :raises OperationTimeoutError: the call outlasted the handle's timeout.
         """
-        return await self._runtime.asend_command(self._command(method, args, kwargs), self._timeout)
+        return await self._sender.asend(self._command(method, args, kwargs), self._timeout)
 
     def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
         if name.startswith("_"):

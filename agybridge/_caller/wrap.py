@@ -14,13 +14,13 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from agybridge import _validate
-from agybridge._futures import CommandFuture, Deadline
+from agybridge._caller.futures import CommandFuture, Deadline
+from agybridge._caller.send import Sender
 from agybridge.commands import Run
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-    from agybridge.runtime import PythonRuntime
 
 __all__ = ["AioWrapped", "Wrapped"]
 
@@ -41,15 +41,15 @@ class Wrapped(Generic[P, T]):
     no state of its own and may be shared by any number of threads.
     """
 
-    def __init__(self, runtime: PythonRuntime, fn: Callable[P, Awaitable[T]], timeout: float | None = None) -> None:
+    def __init__(self, sender: Sender, fn: Callable[P, Awaitable[T]], timeout: float | None = None) -> None:
         if not callable(fn):
             raise TypeError(f"wrap() needs a coroutine function, not {type(fn).__name__} {fn!r}")
-        self._runtime = runtime
+        self._sender = sender
         self._fn = fn
-        self._timeout = None if timeout is None else _validate.seconds("timeout", timeout)
+        self._timeout = None if timeout is None else _validate.call_timeout("timeout", timeout)
         # Looked up once: a call then costs what run() costs, one Run and one send_command.
-        self._oneshot = runtime.core.Oneshot
-        self._send = runtime.send_command
+        self._oneshot = sender.oneshot
+        self._send = sender.send
         functools.update_wrapper(self, fn)  # __name__, __doc__, __wrapped__ for introspection
 
     def __repr__(self) -> str:
@@ -69,7 +69,7 @@ class Wrapped(Generic[P, T]):
     @property
     def aio(self) -> AioWrapped[P, T]:
         """The same call, awaitable from asyncio (any loop) or trio: ``await wrapped.aio(*args)``."""
-        return AioWrapped(self._runtime, self._fn, self._timeout)
+        return AioWrapped(self._sender, self._fn, self._timeout)
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> CommandFuture[T]:
         """Start the call and return its future at once; see :meth:`PythonRuntime.submit`.
@@ -81,10 +81,10 @@ class Wrapped(Generic[P, T]):
         :raises RuntimeShutdownError: the runtime is shut down.
         :raises RuntimeBusyError: ``config.max_in_flight`` commands are already in flight.
         """
-        runtime = self._runtime
-        limit = runtime.config.round_trip_timeout if self._timeout is None else self._timeout
-        cmd = Run(Deadline(self._fn, limit), args, kwargs, oneshot=runtime.core.Oneshot())
-        future: CommandFuture[T] = runtime._submit_future(cmd)
+        sender = self._sender
+        limit = sender.operation_timeout if self._timeout is None else self._timeout
+        cmd = Run(Deadline(self._fn, limit), args, kwargs, oneshot=sender.oneshot())
+        future: CommandFuture[T] = sender.submit_future(cmd)
         return future
 
     @overload
@@ -97,7 +97,7 @@ class Wrapped(Generic[P, T]):
         if obj is None:
             return self
         bound: Callable[..., Awaitable[T]] = self._fn.__get__(obj, owner)
-        return Wrapped(self._runtime, bound, self._timeout)
+        return Wrapped(self._sender, bound, self._timeout)
 
 
 class AioWrapped(Generic[P, T]):
@@ -107,10 +107,10 @@ class AioWrapped(Generic[P, T]):
     from trio.
     """
 
-    __slots__ = ("_fn", "_runtime", "_timeout")
+    __slots__ = ("_fn", "_sender", "_timeout")
 
-    def __init__(self, runtime: PythonRuntime, fn: Callable[P, Awaitable[T]], timeout: float | None) -> None:
-        self._runtime = runtime
+    def __init__(self, sender: Sender, fn: Callable[P, Awaitable[T]], timeout: float | None) -> None:
+        self._sender = sender
         self._fn = fn
         self._timeout = timeout
 
@@ -121,7 +121,7 @@ class AioWrapped(Generic[P, T]):
         the call on the runtime loop; the same errors (*fn*'s own exception,
         :class:`OperationTimeoutError`, :class:`RuntimeShutdownError`, ...).
         """
-        runtime = self._runtime
-        cmd = Run(self._fn, args, kwargs, oneshot=runtime.core.Oneshot())
-        result: T = await runtime.asend_command(cmd, self._timeout)
+        sender = self._sender
+        cmd = Run(self._fn, args, kwargs, oneshot=sender.oneshot())
+        result: T = await sender.asend(cmd, self._timeout)
         return result

@@ -16,15 +16,16 @@ from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, 
 from typing import Any, TypeVar
 
 from agybridge._backends._asyncio import bounded
-from agybridge._callbacks import log_failure, safe_repr
-from agybridge._dispatcher import Handler
-from agybridge._registry import claim_state, release_state
+from agybridge._loop.callbacks import fire_hook_quietly
+from agybridge._loop.containment import log_failure, safe_repr
+from agybridge._loop.dispatcher import Handler
+from agybridge._loop.streams import pump
+from agybridge._registry import BRIDGE_STATE, claim_state, release_state
 from agybridge._select import AgentRegistry
-from agybridge._stream_producer import pump
 from agybridge.commands import CallAgent, Chat, ChatStream, PyCommand, RegisterAgent, UnregisterAgent
 from agybridge.config import RuntimeConfig
 from agybridge.errors import AgentAlreadyRegisteredError, ChatTimeoutError, CommandCancelledError, UnknownAgentError
-from agybridge.state import BRIDGE_STATE, AgentBridgeState, _is_async_callable, fire_hook_quietly
+from agybridge.state import AgentBridgeState, is_async_callable
 
 __all__ = ["AgentTable"]
 
@@ -77,9 +78,9 @@ def _check_agent(agent_id: str, agent: object) -> None:
     """
     chat = getattr(agent, "chat", None)
     stream = getattr(agent, "chat_stream", None)
-    if callable(chat) and _is_async_callable(chat):
+    if callable(chat) and is_async_callable(chat):
         return
-    if chat is None and callable(stream) and (inspect.isasyncgenfunction(stream) or _is_async_callable(stream)):
+    if chat is None and callable(stream) and (inspect.isasyncgenfunction(stream) or is_async_callable(stream)):
         return
     if callable(chat):
         what = "a 'chat' that is not a coroutine function"

@@ -21,11 +21,12 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from agybridge._loop.workers import DaemonExecutor
+from agybridge._origin import set_thread_owner
 from agybridge._select import Oneshot
-from agybridge._workers import DaemonExecutor
 from agybridge.errors import ForkedRuntimeError, RuntimeDiedError, RuntimeShutdownError
 
-__all__ = ["CLOSED", "DIED", "NEW", "RUNNING", "STOPPING", "LoopThread", "current_owner", "run_as_owner"]
+__all__ = ["CLOSED", "DIED", "NEW", "RUNNING", "STOPPING", "LoopThread"]
 
 logger = logging.getLogger("agybridge")
 
@@ -35,8 +36,6 @@ NEW, RUNNING, STOPPING, CLOSED, DIED = "new", "running", "stopping", "closed", "
 _LIVE: weakref.WeakSet[LoopThread] = weakref.WeakSet()
 # Bumped in every forked child: a loop thread made before the fork compares its own copy.
 _fork_generation = 0
-# What runs on each loop thread: callbacks made there (tools, hooks) find their runtime.
-_on_thread = threading.local()
 
 
 def _after_fork_in_child() -> None:
@@ -56,25 +55,6 @@ def _stop_all_at_exit() -> None:
             loop_thread.run_exit_hook()
         except Exception:
             logger.exception("error while shutting down %r at exit", loop_thread)
-
-
-def current_owner() -> Any:
-    """The owner (the runtime) of the loop thread this is called on, or None elsewhere."""
-    return getattr(_on_thread, "owner", None)
-
-
-def run_as_owner(owner: Any, fn: Callable[..., Any], *args: Any) -> Any:
-    """Call ``fn(*args)`` in a worker thread as *owner*'s: :func:`current_owner` names it meanwhile.
-
-    A sync tool, hook or policy runs in a worker thread, yet it is still a callback of that
-    runtime (looking up ``BRIDGE_STATE`` must find the runtime's own registry there too).
-    """
-    previous = getattr(_on_thread, "owner", None)
-    _on_thread.owner = owner
-    try:
-        return fn(*args)
-    finally:
-        _on_thread.owner = previous
 
 
 class LoopThread:
@@ -267,7 +247,7 @@ class LoopThread:
 
     def _main(self, ready: threading.Event, failure: list[BaseException]) -> None:
         try:
-            _on_thread.owner = self._owner
+            set_thread_owner(self._owner)
             loop = self._new_loop()
             asyncio.set_event_loop(loop)
             # Daemon workers: a tool still running never holds the process's exit.
@@ -291,7 +271,7 @@ class LoopThread:
                     self._die(cause)
                 self._close_loop(loop)
             finally:
-                _on_thread.owner = None
+                set_thread_owner(None)
                 self.stopped.set_result(None)
 
     def _die(self, cause: BaseException | None) -> None:

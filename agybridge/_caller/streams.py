@@ -13,17 +13,15 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from agybridge import _validate
 from agybridge._backends import await_oneshot
-from agybridge.commands import ChatStream, Stream
+from agybridge._caller.send import Sender
+from agybridge.commands import ChatStream, Stream, callable_name
 from agybridge.errors import StreamTimeoutError
 
-if TYPE_CHECKING:
-    from agybridge.runtime import PythonRuntime
-
-__all__ = ["AsyncStream", "BlockingStream"]
+__all__ = ["AsyncStream", "BlockingStream", "stream_of_call", "stream_of_chat"]
 
 T = TypeVar("T")
 S = TypeVar("S", bound="_StreamBase[Any]")
@@ -36,13 +34,13 @@ class _StreamBase(Generic[T]):
 
     def __init__(
         self,
-        runtime: PythonRuntime,
+        sender: Sender,
         make_command: Callable[[int], Stream | ChatStream],
         what: str,
         buffer: int,
         item_timeout: float,
     ) -> None:
-        self._runtime = runtime
+        self._sender = sender
         self._make_command = make_command
         self._what = what
         self._buffer = buffer
@@ -68,13 +66,13 @@ class _StreamBase(Generic[T]):
         if buffer is not None:
             self._buffer = _validate.buffer_size(buffer)
         if item_timeout is not None:
-            self._item_timeout = _validate.seconds("item_timeout", item_timeout)
+            self._item_timeout = _validate.call_timeout("item_timeout", item_timeout)
         return self
 
     def _start(self, blocking: bool) -> None:
         cmd = self._make_command(self._buffer)
         try:
-            self._runtime._submit_stream(cmd, blocking)
+            self._sender.start_stream(cmd, blocking)
         except BaseException:
             self._state = _CLOSED
             raise
@@ -121,7 +119,7 @@ class _StreamBase(Generic[T]):
             cmd.channel.cancel()
             self._batch = []
             if cmd.oneshot.cancel():
-                self._runtime._request_stream_stop(cmd)
+                self._sender.stop_stream(cmd)
         else:
             self._state = _CLOSED
 
@@ -156,7 +154,7 @@ class BlockingStream(_StreamBase[T]):
                 ready, item = self._next_from_batch()
                 if ready:
                     return item  # type: ignore[no-any-return]
-                if not self._channel().wait(self._item_timeout, self._runtime.config.caller_spin):
+                if not self._channel().wait(self._item_timeout, self._sender.config.caller_spin):
                     raise self._timeout_error()
         except StopIteration:
             raise
@@ -214,11 +212,11 @@ class AsyncStream(_StreamBase[T]):
             raise
 
     async def _wait_readable(self) -> None:
-        shot = self._runtime.core.Oneshot()
+        shot = self._sender.oneshot()
         if not self._channel().notify_readable(functools.partial(_set_none, shot)):
             return  # readable already: take now
         await await_oneshot(
-            shot, self._item_timeout, self._timeout_error, lambda: None, self._runtime.config.caller_spin
+            shot, self._item_timeout, self._timeout_error, lambda: None, self._sender.config.caller_spin
         )
 
     async def aclose(self) -> None:
@@ -234,3 +232,28 @@ class AsyncStream(_StreamBase[T]):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._close()
+
+
+StreamFace = TypeVar("StreamFace", BlockingStream[Any], AsyncStream[Any])
+
+
+def stream_of_call(
+    face: type[StreamFace], sender: Sender, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> StreamFace:
+    """A stream (of kind *face*) of the items ``fn(*args, **kwargs)`` yields on the runtime loop."""
+
+    def make(buffer: int) -> Stream:
+        return Stream(fn, args, kwargs, sender.core.Channel(buffer), oneshot=sender.oneshot())
+
+    return face(sender, make, f"Stream({callable_name(fn)})", sender.config.stream_buffer, sender.operation_timeout)
+
+
+def stream_of_chat(face: type[StreamFace], sender: Sender, agent_id: str, message: str) -> StreamFace:
+    """A stream (of kind *face*) of agent *agent_id*'s reply to *message*, chunk by chunk."""
+    ChatStream(agent_id, message, sender.core.Channel(1))  # bad input fails here, at the call
+
+    def make(buffer: int) -> ChatStream:
+        return ChatStream(agent_id, message, sender.core.Channel(buffer), oneshot=sender.oneshot())
+
+    what = f"ChatStream(agent={agent_id!r})"
+    return face(sender, make, what, sender.config.stream_buffer, sender.operation_timeout)

@@ -27,16 +27,14 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from agybridge import _validate
-from agybridge._backends import _asyncio, _trio
+from agybridge._backends import _asyncio, shielded_under_trio
+from agybridge._caller.send import Sender
 from agybridge._select import Oneshot
 from agybridge.commands import Run
 from agybridge.errors import CommandCancelledError, RuntimeShutdownError
-
-if TYPE_CHECKING:
-    from agybridge.runtime import PythonRuntime
 
 __all__ = ["AsyncRemoteContext", "HeldCount", "RemoteContext", "RemoteContextSource"]
 
@@ -129,16 +127,16 @@ async def _await_exit(holder: _Holder) -> tuple[bool, BaseException | None]:
         raise
 
 
-def _exit_command(runtime: PythonRuntime, holder: _Holder, exc_info: ExcInfo) -> Run | None:
+def _exit_command(sender: Sender, holder: _Holder, exc_info: ExcInfo) -> Run | None:
     """Deliver the exit signal; the command that waits for the verdict, or None if the holder is gone."""
     if holder.signal.set_result(exc_info):
-        return Run(_await_exit, (holder,), oneshot=runtime.core.Oneshot())
+        return Run(_await_exit, (holder,), oneshot=sender.oneshot())
     return None
 
 
-def _gone(runtime: PythonRuntime, holder: _Holder) -> BaseException:
+def _gone(sender: Sender, holder: _Holder) -> BaseException:
     what = holder.__qualname__
-    if not runtime.is_running:
+    if not sender.is_running():
         return RuntimeShutdownError(f"{what} was exited by the runtime's shutdown while the caller held it")
     return CommandCancelledError(f"{what} was cancelled on the runtime loop while the caller held it")
 
@@ -155,17 +153,14 @@ def _verdict(holder: _Holder, verdict: tuple[bool, BaseException | None], body_e
 
 
 class _RemoteContextBase(Generic[T]):
-    def __init__(
-        self, runtime: PythonRuntime, source: RemoteContextSource[T], timeout: float | None, held: HeldCount
-    ) -> None:
+    def __init__(self, sender: Sender, source: RemoteContextSource[T], timeout: float | None, held: HeldCount) -> None:
         if not (hasattr(type(source), "__aenter__") or callable(source)):
             raise TypeError(
                 f"enter() needs an async context manager or a callable returning one, not {type(source).__name__}"
             )
-        self._runtime = runtime
-        self._timeout = None if timeout is None else _validate.seconds("timeout", timeout)
-        core = runtime.core
-        self._holder = _Holder(source, core.Oneshot(), core.Oneshot(), held)
+        self._sender = sender
+        self._timeout = None if timeout is None else _validate.call_timeout("timeout", timeout)
+        self._holder = _Holder(source, sender.oneshot(), sender.oneshot(), held)
         self._used = False
 
     def _enter_command(self) -> Run:
@@ -198,7 +193,7 @@ class RemoteContext(_RemoteContextBase[T]):
         """
         holder = self._holder
         try:
-            value: T = self._runtime.send_command(self._enter_command(), self._timeout)
+            value: T = self._sender.send(self._enter_command(), self._timeout)
         except BaseException as exc:
             # The enter failed or was given up. If the value got in just before (a Ctrl-C
             # landing after the result), nobody will exit it: tell the holder to exit now.
@@ -218,10 +213,10 @@ class RemoteContext(_RemoteContextBase[T]):
             was exited in its task after the shutdown grace.
         """
         holder = self._holder
-        cmd = _exit_command(self._runtime, holder, (exc_type, exc, tb))
+        cmd = _exit_command(self._sender, holder, (exc_type, exc, tb))
         if cmd is None:
-            raise _gone(self._runtime, holder)
-        verdict: tuple[bool, BaseException | None] = self._runtime.send_command(cmd, self._timeout)
+            raise _gone(self._sender, holder)
+        verdict: tuple[bool, BaseException | None] = self._sender.send(cmd, self._timeout)
         return _verdict(holder, verdict, exc)
 
 
@@ -246,7 +241,7 @@ class AsyncRemoteContext(_RemoteContextBase[T]):
         """
         holder = self._holder
         try:
-            value: T = await self._runtime.asend_command(self._enter_command(), self._timeout)
+            value: T = await self._sender.asend(self._enter_command(), self._timeout)
         except BaseException as exc:
             holder.signal.set_result((type(exc), exc, exc.__traceback__))
             raise
@@ -263,18 +258,12 @@ class AsyncRemoteContext(_RemoteContextBase[T]):
         :raises RuntimeShutdownError: the runtime shut down while the context manager was held.
         """
         holder = self._holder
-        cmd = _exit_command(self._runtime, holder, (exc_type, exc, tb))
+        cmd = _exit_command(self._sender, holder, (exc_type, exc, tb))
         if cmd is None:
-            raise _gone(self._runtime, holder)
-        if _trio.in_trio_run():
-            import trio
-
-            with trio.CancelScope(shield=True):
-                verdict = await self._wait(cmd)
-        else:
-            verdict = await self._wait(cmd)
+            raise _gone(self._sender, holder)
+        verdict = await shielded_under_trio(self._wait(cmd))
         return _verdict(holder, verdict, exc)
 
     async def _wait(self, cmd: Run) -> tuple[bool, BaseException | None]:
-        result: Awaitable[tuple[bool, BaseException | None]] = self._runtime.asend_command(cmd, self._timeout)
+        result: Awaitable[tuple[bool, BaseException | None]] = self._sender.asend(cmd, self._timeout)
         return await result

@@ -1,0 +1,320 @@
+"""The one send path: every command enters the runtime here, once, and is waited for here.
+
+Submitting is one step for every kind of caller: check the command (single use, a fresh
+oneshot), start the runtime if needed, admit it under ``max_in_flight`` and push it onto the
+queue (whose idle-to-busy transition wakes the loop). Waiting is what differs, and there are
+four ways: blocking (:meth:`Sender.send`), awaited under asyncio or trio
+(:meth:`Sender.asend`), as a future (:meth:`Sender.submit_future`) and as a stream
+(:meth:`Sender.start_stream`). Giving up is one rule for all four: the caller tries to
+complete the command's oneshot (cancel or timeout); if that wins, the loop is asked to abort
+the command's task; if it loses, the outcome that got there first stands.
+
+This module runs on the caller's thread or loop only. It never imports the loop's wing: what
+it needs of the loop (admission, the thread's state, the abort request) comes as the
+callables of a :class:`LoopDoor` that the facade (:mod:`agybridge.runtime`) hands in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from agybridge import _validate
+from agybridge._backends import _seen, await_oneshot, checkpoint_if_cancelled, host_key, in_trio_run, running_host_key
+from agybridge._caller.futures import CommandFuture
+from agybridge._origin import BlockingCaller, LoopCaller, set_caller, thread_sensitive_seen
+from agybridge._registry import BRIDGE_STATE
+from agybridge._select import Channel, Oneshot
+from agybridge.commands import Chat, ChatStream, PyCommand, Shutdown, Stream
+from agybridge.config import RuntimeConfig
+from agybridge.errors import (
+    CommandCancelledError,
+    CommandReusedError,
+    DeadlockError,
+    OperationTimeoutError,
+    QueueClosedError,
+    RuntimeBusyError,
+)
+
+__all__ = ["LoopDoor", "Sender", "caller_spin_budget", "end_channel_with"]
+
+_COMMANDS = "a PyCommand (Chat, CallAgent, Run, RegisterAgent, UnregisterAgent, Shutdown)"
+
+
+def caller_spin_budget(configured: float, in_flight: int) -> float:
+    """How long a caller should poll for its answer before parking.
+
+    Spinning pays only when the answer is microseconds away: when the command just
+    submitted is the only one in flight. Behind other commands the wait outlasts any
+    spin, and the spinner only takes a core from the runtime thread.
+    """
+    return configured if in_flight <= 1 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class LoopDoor:
+    """What the send path needs of the loop's wing, as callables the facade binds.
+
+    Every one of them is safe to call from any thread.
+    """
+
+    #: Admit *cmd* under *limit* and push it: -1, or the count in flight that refused it.
+    admit: Callable[[PyCommand, int | None], int]
+    #: Start the runtime thread if it is not running (raises if it cannot run any more).
+    ensure_running: Callable[[], None]
+    #: Whether the thread runs (a snapshot).
+    is_running: Callable[[], bool]
+    #: Whether the caller is the runtime's own loop thread.
+    on_loop_thread: Callable[[], bool]
+    #: Raise if this process is a forked child that may not use the runtime.
+    check_fork: Callable[[], None]
+    #: The error for a send refused by a closed queue (shut down, or died).
+    closed_error: Callable[[], Exception]
+    #: Ask the loop to cancel *cmd*'s task (the caller completed its oneshot).
+    abort: Callable[[PyCommand], None]
+    #: Ask the loop to stop the producer of a stream whose consumer left.
+    stop_stream: Callable[[PyCommand], None]
+    #: Commands in flight, and those of them that are idle held contexts.
+    in_flight: Callable[[], int]
+    held: Callable[[], int]
+    #: Shut the runtime down (a :class:`Shutdown` command): blocking, and awaited.
+    shutdown: Callable[[float | None, float | None], None]
+    ashutdown: Callable[[float | None], Awaitable[None]]
+
+
+def end_channel_with(channel: Channel, what: str) -> Callable[[Oneshot], None]:
+    """A done callback for a stream command's oneshot: end *channel* with its outcome.
+
+    A result ends the stream cleanly (the producer is exhausted), an exception ends it with
+    that exception after the items already buffered, a cancellation with
+    :class:`CommandCancelledError`. If the consumer already left, nothing happens.
+    """
+
+    def end(shot: Oneshot) -> None:
+        if shot.cancelled():
+            channel.finish(CommandCancelledError(f"{what} was cancelled"))
+        else:
+            channel.finish(shot.exception(0))
+
+    return end
+
+
+def _wants_caller_thread(agent_id: str) -> bool:
+    state = BRIDGE_STATE.find(agent_id)
+    return state is not None and bool(state.has_thread_sensitive_tools())
+
+
+def _refuse_chat_on_its_host(cmd: Chat, here: object) -> None:
+    state = BRIDGE_STATE.find(cmd.agent_id)
+    if state is None or state.host is None or host_key(state.host) is not here:
+        return
+    if any(tool.is_async for tool in list(state.tools.values())):
+        raise DeadlockError(
+            f"chat() with agent {cmd.agent_id!r} would block {state.host.describe()}, which runs that agent's "
+            "async tools, so they could never run; on this loop use 'await runtime.achat(...)'"
+        )
+
+
+def blocking_caller(cmd: PyCommand) -> BlockingCaller | None:
+    """For a blocking send, before submitting: the caller object, or None on the fast path.
+
+    Raises :class:`DeadlockError` for a ``chat()`` made on the loop that hosts the agent's
+    async tools.
+    """
+    if not _seen.caller_checks:
+        return None  # the fast path: no host loop, no thread-sensitive tool anywhere
+    here = running_host_key()
+    serves = thread_sensitive_seen() and type(cmd) is Chat and _wants_caller_thread(cmd.agent_id)
+    if here is None and not serves:
+        return None
+    if here is not None and isinstance(cmd, Chat):
+        _refuse_chat_on_its_host(cmd, here)
+    caller = BlockingCaller(cmd, here, serves)
+    set_caller(cmd.context, caller)
+    return caller
+
+
+async def _before_async_send(cmd: PyCommand) -> None:
+    """For an awaited send, before submitting: trio's cancelled-scope rule, the loop caller."""
+    if asyncio._get_running_loop() is None and in_trio_run():
+        try:
+            await checkpoint_if_cancelled()  # an already-cancelled scope never submits
+        except BaseException:
+            if isinstance(cmd, PyCommand):
+                cmd.oneshot.cancel()
+            raise
+    if thread_sensitive_seen() and type(cmd) is Chat and _wants_caller_thread(cmd.agent_id):
+        set_caller(cmd.context, LoopCaller(cmd))
+
+
+class Sender:
+    """The caller's side of one runtime: submit once, then wait one of four ways.
+
+    Made by the facade, which binds *door* to its loop thread and dispatcher; the faces
+    (wrap, futures, handles, held contexts, streams) take a Sender, never the runtime.
+    """
+
+    def __init__(self, core: ModuleType, config: RuntimeConfig, door: LoopDoor) -> None:
+        self.core = core
+        self.config = config
+        self.oneshot: Callable[[], Oneshot] = core.Oneshot
+        self._door = door
+        #: The bound of one round trip (``RuntimeConfig.operation_timeout``).
+        self.operation_timeout: float = config.round_trip_timeout
+        self._caller_spin = config.caller_spin
+        self._max_in_flight = config.max_in_flight
+
+    # -- what every way of waiting shares ----------------------------------------------------
+
+    def is_running(self) -> bool:
+        """Whether the runtime thread runs (a snapshot)."""
+        return self._door.is_running()
+
+    def on_loop_thread(self) -> bool:
+        """Whether the caller is the runtime's own loop thread."""
+        return self._door.on_loop_thread()
+
+    def submit(self, cmd: PyCommand) -> None:
+        """Queue *cmd*, or raise why not; a refused command's oneshot records the refusal.
+
+        The one way in: single use, the fork rule, a lazy start, the ``max_in_flight``
+        admission and the push (whose idle-to-busy transition wakes the loop).
+        """
+        if not isinstance(cmd, PyCommand) or isinstance(cmd, Shutdown):
+            raise TypeError(f"expected {_COMMANDS}, not {cmd!r}")
+        if not cmd.claim():
+            raise CommandReusedError(
+                f"{cmd.describe()} was already sent (its outcome: {cmd.oneshot!r}); commands are "
+                "single-use, so make a new one for every send"
+            )
+        if cmd.oneshot.done():
+            raise CommandReusedError(
+                f"{cmd.describe()} carries a oneshot that is already completed ({cmd.oneshot!r}); "
+                "give every command a new Oneshot"
+            )
+        door = self._door
+        try:
+            if not door.is_running():
+                door.ensure_running()
+            try:
+                in_flight = door.admit(cmd, self._max_in_flight)
+            except QueueClosedError:
+                raise door.closed_error() from None
+            if in_flight >= 0:
+                raise RuntimeBusyError(
+                    f"{in_flight} commands are in flight (max_in_flight="
+                    f"{self._max_in_flight}); retry later or raise the limit"
+                )
+        except Exception as exc:
+            # Refused (shut down, busy, died): the oneshot records the same outcome. The
+            # command never reached the queue, so the loop has nothing to abort.
+            cmd.oneshot.set_exception(exc)
+            raise
+
+    def abort(self, cmd: PyCommand) -> None:
+        """The caller completed *cmd* (cancel or timeout): stop its task on the loop."""
+        self._door.abort(cmd)
+
+    def timeout_error(self, cmd: PyCommand, limit: float) -> OperationTimeoutError:
+        """The error a caller's round-trip timeout completes *cmd* with."""
+        agent = f" for agent {cmd.agent_id!r}" if cmd.agent_id else ""
+        return OperationTimeoutError(f"{cmd.describe()}{agent} did not complete within the {limit} s operation timeout")
+
+    def spin_budget(self) -> float:
+        """How long this caller may poll before parking (held contexts are idle: not counted)."""
+        door = self._door
+        return caller_spin_budget(self._caller_spin, door.in_flight() - door.held())
+
+    def limit(self, timeout: float | None) -> float:
+        """The round-trip bound for one send: *timeout*, or the configured default."""
+        return _validate.timeout_or_default(timeout, self.operation_timeout)
+
+    # -- the four ways of waiting ------------------------------------------------------------
+
+    def send(self, cmd: PyCommand, timeout: float | None = None) -> Any:
+        """Submit *cmd* and block until its outcome (see :meth:`PythonRuntime.send_command`)."""
+        door = self._door
+        door.check_fork()
+        if door.on_loop_thread():
+            raise DeadlockError(
+                f"send_command({cmd.describe() if isinstance(cmd, PyCommand) else cmd!r}) was called "
+                "on the runtime's own thread, where blocking for a result can never finish; "
+                "await the coroutine directly or use 'await runtime.asend_command(...)'"
+            )
+        limit = self.limit(timeout)
+        if isinstance(cmd, Shutdown):
+            door.shutdown(cmd.grace, limit)
+            cmd.oneshot.set_result(None)
+            return None
+        if not isinstance(cmd, PyCommand):
+            raise TypeError(f"expected {_COMMANDS}, not {cmd!r}")
+        # None unless this thread runs a loop or the chat may need this thread for a tool.
+        caller = blocking_caller(cmd)
+        shot = cmd.oneshot
+        try:
+            # The submit is inside the guard too: Ctrl-C can land after the push but before
+            # the wait, and the command must not keep running then.
+            self.submit(cmd)
+            spin = self.spin_budget()
+            done = shot.wait(limit, spin) if caller is None else caller.wait(limit, spin)
+            if not done and shot.set_exception(self.timeout_error(cmd, limit)):
+                door.abort(cmd)
+        except Exception:
+            raise
+        except BaseException:
+            # KeyboardInterrupt (or another signal handler's exception) while waiting.
+            if shot.cancel():
+                door.abort(cmd)
+            raise
+        return shot.result(0)
+
+    async def asend(self, cmd: PyCommand, timeout: float | None = None) -> Any:
+        """Submit *cmd* and await its outcome under asyncio or trio (see ``asend_command``)."""
+        door = self._door
+        door.check_fork()
+        limit = self.limit(timeout)
+        if isinstance(cmd, Shutdown):
+            await door.ashutdown(cmd.grace)
+            cmd.oneshot.set_result(None)
+            return None
+        await _before_async_send(cmd)  # trio: a cancelled scope never submits
+        self.submit(cmd)
+        spin = 0.0 if door.on_loop_thread() else self.spin_budget()
+        return await await_oneshot(
+            cmd.oneshot, limit, lambda: self.timeout_error(cmd, limit), lambda: door.abort(cmd), spin
+        )
+
+    def submit_future(self, cmd: PyCommand) -> CommandFuture[Any]:
+        """Submit *cmd* without waiting; its outcome goes to the returned future."""
+        door = self._door
+        door.check_fork()
+        future: CommandFuture[Any] = CommandFuture(cmd.oneshot, lambda: door.abort(cmd), door.on_loop_thread)
+        try:
+            self.submit(cmd)
+        except Exception:
+            raise
+        except BaseException:
+            # Ctrl-C after the push: nobody will get the future, so the command must not run on.
+            if cmd.oneshot.cancel():
+                door.abort(cmd)
+            raise
+        return future
+
+    def start_stream(self, cmd: Stream | ChatStream, blocking: bool) -> None:
+        """Submit a stream's command; its channel ends with the command's outcome."""
+        door = self._door
+        door.check_fork()
+        if blocking and door.on_loop_thread():
+            raise DeadlockError(
+                f"a blocking iteration of {cmd.describe()} was started on the runtime's own thread, where "
+                "waiting for an item can never finish; use 'async for' over runtime.astream(...)"
+            )
+        cmd.oneshot.add_done_callback(end_channel_with(cmd.channel, cmd.describe()))
+        self.submit(cmd)
+
+    def stop_stream(self, cmd: Stream | ChatStream) -> None:
+        """The consumer of *cmd* left: stop its producer on the loop."""
+        self._door.stop_stream(cmd)

@@ -1,0 +1,146 @@
+"""The loop wing of one runtime: its parts, built together, and how they stop or die.
+
+:class:`LoopWing` builds everything of a runtime that lives on (or feeds) its loop thread:
+the command queue, the dispatcher, the agent table, the registry and the thread itself,
+wired to each other. The facade holds one and hands the caller's wing a
+:class:`~agybridge._caller.send.LoopDoor` made from it (:meth:`LoopWing.door`).
+
+Shutdown is two steps. :meth:`LoopWing.begin_shutdown` runs on whatever thread asked:
+refusing new work (closing the queue) and the thread's state change are one atomic step,
+then the rest is handed to the loop. There, :meth:`LoopWing._shutdown_sequence` fails what
+was still queued, gives in-flight commands their grace, closes the agents, empties the
+registry and lets the thread finish. A loop that dies instead (its thread's ``run_forever``
+raised) runs :meth:`LoopWing._on_death` on the dying thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from types import ModuleType
+from typing import Any
+
+from agybridge._loop.agents import AgentTable
+from agybridge._loop.dispatcher import Dispatcher, RuntimeMetrics
+from agybridge._loop.streams import run_stream, stop_stream
+from agybridge._loop.thread import NEW, RUNNING, LoopThread
+from agybridge._select import AgentRegistry
+from agybridge.commands import PyCommand, Run, Stream
+from agybridge.config import RuntimeConfig
+
+__all__ = ["LoopWing", "run_coroutine"]
+
+logger = logging.getLogger("agybridge")
+
+
+async def run_coroutine(cmd: Run) -> Any:
+    """The handler of :class:`~agybridge.Run` commands: await ``fn(*args, **kwargs)``."""
+    awaitable = cmd.fn(*cmd.args, **cmd.kwargs)
+    if not isinstance(awaitable, Awaitable):
+        raise TypeError(
+            f"run() expects a coroutine function, but {cmd.describe()} returned "
+            f"{type(awaitable).__name__} {awaitable!r}, which is not awaitable"
+        )
+    return await awaitable
+
+
+class LoopWing:
+    """The parts of one runtime that the loop thread owns, wired together.
+
+    *owner* is what :func:`~agybridge._origin.current_owner` names on the thread (the
+    runtime); *on_exit* is the runtime's ``atexit`` shutdown; *held* counts the idle held
+    contexts (they are in flight, yet no caller waits behind them).
+    """
+
+    def __init__(
+        self,
+        core: ModuleType,
+        config: RuntimeConfig,
+        *,
+        owner: Any,
+        on_exit: Callable[[], None],
+        extra_handlers: Mapping[type[PyCommand], Callable[[Any], Coroutine[Any, Any, Any]]] | None = None,
+    ) -> None:
+        self.core = core
+        self.config = config
+        self.queue = core.CommandQueue(self._wake)
+        self.registry: AgentRegistry = core.AgentRegistry()
+        self.agents = AgentTable(config, self.registry)
+        handlers: dict[type[PyCommand], Any] = {Run: run_coroutine, Stream: run_stream, **self.agents.handlers()}
+        handlers.update(extra_handlers or {})
+        self.dispatcher = Dispatcher(self.queue, handlers, config.loop_spin)
+        self._on_wake = self.dispatcher.on_wake  # bound once: the wake-up path is hot
+        self.thread = LoopThread(
+            name=config.thread_name,
+            use_uvloop=config.use_uvloop,
+            worker_threads=config.worker_threads,
+            close_grace=config.shutdown_grace,
+            owner=owner,
+            on_death=self._on_death,
+            on_closing=self.dispatcher.reap_all,
+            on_exit=on_exit,
+            stopped=core.Oneshot(),
+        )
+
+    # -- any thread -------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        # Called by CommandQueue.push on a producer thread, once per idle->busy transition.
+        # If the loop is closed, the queue was closed before it, so the pushed command was
+        # either refused or handed back by close() and failed there: nothing is lost.
+        self.thread.call_soon_threadsafe(self._on_wake)
+
+    def abort(self, cmd: PyCommand) -> None:
+        """The caller completed *cmd* (cancel or timeout): stop its task on the loop."""
+        self.thread.call_soon_threadsafe(self.dispatcher.abort, cmd)
+
+    def stop_stream(self, cmd: PyCommand) -> None:
+        """The consumer of *cmd* left: stop its producer on the loop (see ``stop_stream``)."""
+        self.thread.call_soon_threadsafe(stop_stream, cmd, self.dispatcher.abort)
+
+    def ensure_running(self) -> None:
+        """Start the thread unless it runs (raises if it was shut down or died)."""
+        if not self.thread.is_running:
+            self.thread.start()
+
+    def metrics(self) -> RuntimeMetrics:
+        """A consistent snapshot of the dispatcher's counters."""
+        return self.dispatcher.metrics()
+
+    def begin_shutdown(self, grace: float) -> None:
+        """Refuse new work and start the shutdown on the loop; idempotent, from any thread."""
+        leftovers: list[PyCommand] = []
+        # Refusing new work and the state change are one step under the lifecycle lock.
+        previous = self.thread.begin_stop(lambda _previous: leftovers.extend(self.queue.close()))
+        if previous == NEW:
+            self.dispatcher.fail_queued(leftovers)
+        elif previous == RUNNING and not self.thread.call_soon_threadsafe(self._on_shutdown, grace, leftovers):
+            self.dispatcher.fail_queued(leftovers)  # the loop is already gone
+
+    # -- the loop thread --------------------------------------------------------------------
+
+    def _on_shutdown(self, grace: float, leftovers: list[PyCommand]) -> None:
+        self.dispatcher.fail_queued(leftovers)
+        asyncio.get_running_loop().create_task(self._shutdown_sequence(grace))
+
+    async def _shutdown_sequence(self, grace: float) -> None:
+        try:
+            await self.dispatcher.stop_all(grace)
+            await self.agents.close_all("the runtime shut down")
+            self.registry.clear()  # states put there by hand, too
+        finally:
+            self.thread.finish_stop()
+
+    def _on_death(self, cause: BaseException | None, reason: str) -> None:
+        # On the dying loop thread: refuse new work and fail everything in flight, then free
+        # the agent ids (a new runtime may register them) and close the agents, best effort.
+        self.dispatcher.fail_for_death(self.queue.close(), cause, reason)
+        forgotten = self.agents.forget_all()
+        self.registry.clear()  # states put there by hand, too: nothing of a dead runtime is found
+        loop = self.thread.loop
+        if forgotten and loop is not None and not loop.is_running() and not loop.is_closed():
+            try:
+                loop.run_until_complete(self.agents.close_forgotten(forgotten, f"the runtime thread died ({reason})"))
+            except BaseException:
+                logger.exception("closing the agents of a dead runtime failed")

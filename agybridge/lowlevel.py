@@ -1,0 +1,38 @@
+"""The building blocks under :class:`~agybridge.PythonRuntime`, for code that drives them itself.
+
+As ``trio.lowlevel`` does for trio: the compiled core's primitives (a single-assignment
+:class:`Oneshot`, the multi-producer :class:`CommandQueue`, the bounded stream
+:class:`Channel`, the :class:`AgentRegistry`) and the command classes a caller may build
+and hand to :meth:`PythonRuntime.send_command`. :data:`IMPLEMENTATION` names the core in
+use (``"cython"`` or ``"python"``). Every name here is also importable from :mod:`agybridge`.
+"""
+
+from agybridge._select import IMPLEMENTATION, AgentRegistry, Channel, CommandQueue, Oneshot
+from agybridge.commands import (
+    CallAgent,
+    Chat,
+    ChatStream,
+    PyCommand,
+    RegisterAgent,
+    Run,
+    Shutdown,
+    Stream,
+    UnregisterAgent,
+)
+
+__all__ = [
+    "IMPLEMENTATION",
+    "AgentRegistry",
+    "CallAgent",
+    "Channel",
+    "Chat",
+    "ChatStream",
+    "CommandQueue",
+    "Oneshot",
+    "PyCommand",
+    "RegisterAgent",
+    "Run",
+    "Shutdown",
+    "Stream",
+    "UnregisterAgent",
+]
