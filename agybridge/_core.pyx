@@ -131,6 +131,53 @@ cdef extern from *:
     void agy_leave_wait() nogil
 
 
+cdef extern from *:
+    """
+    #include <unistd.h>
+    #include <errno.h>
+    #include <stdint.h>
+    static inline void agy_signal_fd(int fd, int is_eventfd) {
+        ssize_t n;
+        if (is_eventfd) {
+            uint64_t one = 1;
+            do { n = write(fd, &one, sizeof one); } while (n < 0 && errno == EINTR);
+        } else {
+            char one = 1;
+            do { n = write(fd, &one, 1); } while (n < 0 && errno == EINTR);
+        }
+        (void)n;  /* EAGAIN: a full pipe has wake-ups pending already */
+    }
+    static inline void agy_drain_fd(int fd, int is_eventfd) {
+        char buf[64];
+        ssize_t n;
+        if (is_eventfd) {
+            do { n = read(fd, buf, 8); } while (n < 0 && errno == EINTR);
+        } else {
+            do { n = read(fd, buf, sizeof buf); } while (n > 0 || (n < 0 && errno == EINTR));
+        }
+        (void)n;
+    }
+    static inline void agy_close(int fd) { close(fd); }
+    static inline void agy_add_ssize(Py_ssize_t *p, Py_ssize_t v) { __atomic_add_fetch(p, v, __ATOMIC_ACQ_REL); }
+    """
+    void agy_signal_fd(int fd, int is_eventfd) nogil
+    void agy_drain_fd(int fd, int is_eventfd) nogil
+    void agy_close(int fd) nogil
+    void agy_add_ssize(Py_ssize_t *p, Py_ssize_t v) nogil
+
+
+def _wake_descriptors():
+    """A non-blocking, close-on-exec eventfd (read end, write end, True), or a pipe (r, w, False)."""
+    eventfd = getattr(os, "eventfd", None)
+    if eventfd is not None:
+        fd = eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        return fd, fd, True
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    return r, w, False
+
+
 def set_max_spinners(int n):
     """Cap the number of threads spinning at once (0 disables spinning everywhere)."""
     if n < 0:
@@ -416,9 +463,9 @@ cdef class Oneshot:
 
 @cython.final
 cdef class CommandQueue:
-    """Multi-producer, single-consumer queue with coalesced wake-ups.
+    """Multi-producer, single-consumer queue with coalesced wake-ups and admission.
 
-    ``push`` calls ``wake()`` only when the consumer is idle, i.e. when no wake-up is
+    A push wakes the consumer only when the consumer is idle, i.e. when no wake-up is
     outstanding. The consumer counts as busy from that wake-up until a ``drain()`` comes
     back empty, so it must keep draining until it gets an empty list; pushes in between
     are picked up by those drains without another wake-up. A burst of N pushes therefore
@@ -426,36 +473,82 @@ cdef class CommandQueue:
     the same locked step that found nothing, so no item can be stranded between a drain
     and the next push.
 
-    :param wake: called with no arguments, on the pushing thread, whenever a push finds the
-        consumer idle; it must be cheap, thread-safe and non-blocking (the runtime's own
-        schedules its drain with ``loop.call_soon_threadsafe``).
+    The wake-up is either a callable or, by default, a file descriptor the queue owns: an
+    ``eventfd`` (a pipe where there is none) that the idle-to-armed push writes with the
+    GIL released. The consumer registers :meth:`fileno` with its loop's ``add_reader`` and
+    calls :meth:`ack` in the reader callback, before draining. Writing a descriptor is one
+    system call and no Python code on the producer's side; the loop's own
+    ``call_soon_threadsafe`` costs a Handle and a socket write per call, never coalesced.
 
-    Thread rules: any number of threads may ``push``; exactly one consumer (the runtime
-    loop) may ``drain``; ``close`` may be called from any thread.
+    :meth:`submit` is the runtime's one call per send: claim the single-use command, check
+    the ``max_in_flight`` bound, push and wake, under one lock. Commands it admitted count
+    as in flight until the consumer reports each finished (:meth:`finished_one`).
+
+    :param wake: called with no arguments, on the pushing thread, whenever a push finds the
+        consumer idle; it must be cheap, thread-safe and non-blocking. None (the default):
+        the queue wakes its consumer through its own descriptor instead.
+
+    Thread rules: any number of threads may ``push`` or ``submit``; exactly one consumer
+    (the runtime loop) may ``drain`` and ``ack``; ``close`` may be called from any thread.
+    The descriptor lives as long as the queue, so no push can ever write to a closed one.
     """
 
     cdef object _wake
     cdef cython.pymutex _mutex
     cdef list _items
     cdef Py_ssize_t _count  # len(_items), readable by a spinning consumer without the GIL
-    cdef Py_ssize_t _held  # items of the consumer's last batch, counted until its next take()
     cdef bint _armed
     cdef int _closed  # read without the mutex: atomic load/store
     cdef Py_ssize_t _wakeups  # read without the mutex: atomic load/store
+    cdef Py_ssize_t _submitted  # admitted by submit(); written under the mutex
+    cdef Py_ssize_t _finished  # reported by the consumer; atomic add
+    cdef int _rfd  # the descriptor the consumer reads (-1: a wake callable instead)
+    cdef int _wfd  # the descriptor a push writes (the same for an eventfd)
+    cdef bint _eventfd
     cdef object __weakref__
 
-    def __init__(self, wake):
-        if not callable(wake):
-            raise TypeError(f"CommandQueue(wake) needs a callable, not {type(wake).__name__}")
+    def __cinit__(self, *args, **kwargs):
+        self._rfd = -1
+        self._wfd = -1
+
+    def __init__(self, wake=None):
+        if wake is not None and not callable(wake):
+            raise TypeError(f"CommandQueue(wake) needs a callable or None, not {type(wake).__name__}")
         self._wake = wake
         self._items = []
         self._count = 0
         self._armed = False
         self._closed = 0
         self._wakeups = 0
+        self._submitted = 0
+        self._finished = 0
+        if wake is None and self._rfd < 0:
+            self._rfd, self._wfd, self._eventfd = _wake_descriptors()
+
+    def __dealloc__(self):
+        if self._rfd >= 0:
+            agy_close(self._rfd)
+        if self._wfd >= 0 and self._wfd != self._rfd:
+            agy_close(self._wfd)
+        self._rfd = self._wfd = -1
 
     def __repr__(self):
         return f"<CommandQueue pending={agy_load_ssize(&self._count)} closed={bool(agy_load_int(&self._closed))}>"
+
+    cdef inline void _signal(self) except *:
+        # Outside the mutex: the descriptor is the queue's own and outlives every push.
+        cdef int fd = self._wfd
+        cdef bint is_eventfd = self._eventfd
+        if fd >= 0:
+            with nogil:
+                agy_signal_fd(fd, is_eventfd)
+        else:
+            try:
+                self._wake()
+            except BaseException:
+                with self._mutex:
+                    self._armed = False
+                raise
 
     def push(self, item):
         """Append *item*; wake the consumer if it is idle. Raises ``QueueClosedError`` after ``close()``.
@@ -472,12 +565,70 @@ cdef class CommandQueue:
                 return
             self._armed = True
             agy_store_ssize(&self._wakeups, self._wakeups + 1)
-        try:
-            self._wake()
-        except BaseException:
-            with self._mutex:
-                self._armed = False
-            raise
+        self._signal()
+
+    def submit(self, cmd, Py_ssize_t limit=-1):
+        """Admit and push command *cmd* in one step; return -1, or why it was refused.
+
+        Claims the single-use command (``cmd._unsent``), checks that its oneshot is still
+        pending, checks the bound (*limit* commands in flight, -1 for none) and pushes,
+        all under the queue's lock, so no burst of callers can overshoot the bound and a
+        refusal touches nothing else. Returns -1 when admitted, ``-2`` when *cmd* was sent
+        before, ``-3`` when its oneshot is already done, or the count in flight (>= 0) when
+        the bound refused it. Raises ``QueueClosedError`` after ``close()`` (unclaimed).
+        """
+        cdef Py_ssize_t in_flight
+        cdef list unsent = cmd._unsent
+        with self._mutex:
+            if self._closed:
+                raise QueueClosedError("the command queue is closed; no further commands are accepted")
+            in_flight = self._submitted - agy_load_ssize(&self._finished)
+            if limit >= 0 and in_flight >= limit:
+                return in_flight
+            if not unsent:
+                return -2
+            unsent.pop()
+            if cmd.oneshot.done():
+                return -3
+            self._items.append(cmd)
+            agy_store_ssize(&self._count, self._count + 1)
+            agy_store_ssize(&self._submitted, self._submitted + 1)
+            if self._armed:
+                return -1
+            self._armed = True
+            agy_store_ssize(&self._wakeups, self._wakeups + 1)
+        self._signal()
+        return -1
+
+    def finished_one(self):
+        """The consumer reports one admitted command finished (any outcome); any thread."""
+        agy_add_ssize(&self._finished, 1)
+
+    def unsubmit(self):
+        """Take back one admission whose command never reached the queue (any thread)."""
+        agy_add_ssize(&self._finished, 1)
+
+    @property
+    def in_flight(self):
+        """Commands admitted by ``submit`` and not reported finished."""
+        return agy_load_ssize(&self._submitted) - agy_load_ssize(&self._finished)
+
+    @property
+    def submitted(self):
+        """Commands admitted by ``submit`` so far."""
+        return agy_load_ssize(&self._submitted)
+
+    def fileno(self):
+        """The descriptor to watch for wake-ups (``loop.add_reader``); -1 with a wake callable."""
+        return self._rfd
+
+    def ack(self):
+        """Consume a pending wake-up (the consumer calls it in its reader, before draining)."""
+        cdef int fd = self._rfd
+        cdef bint is_eventfd = self._eventfd
+        if fd >= 0:
+            with nogil:
+                agy_drain_fd(fd, is_eventfd)
 
     cdef list _take(self, bint disarm_if_empty):
         cdef list items
@@ -542,7 +693,7 @@ cdef class CommandQueue:
 
     @property
     def wakeups(self):
-        """How many times ``wake()`` has been called (to show coalescing)."""
+        """How many times the consumer was woken (to show coalescing)."""
         return agy_load_ssize(&self._wakeups)
 
     def __len__(self):

@@ -15,6 +15,7 @@ each dict's own lock keep them consistent), exactly as described in ``agybridge.
 from __future__ import annotations
 
 import math
+import os
 import time
 from _thread import allocate_lock
 from collections.abc import Callable
@@ -249,15 +250,27 @@ class Oneshot:
                 pass
 
 
+def _wake_descriptors() -> tuple[int, int, bool]:
+    """A non-blocking, close-on-exec eventfd (read end, write end, True), or a pipe (r, w, False)."""
+    eventfd = getattr(os, "eventfd", None)
+    if eventfd is not None:
+        fd: int = eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        return fd, fd, True
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    return r, w, False
+
+
 # --------------------------------------------------------------------------------------
 # CommandQueue
 # --------------------------------------------------------------------------------------
 
 
 class CommandQueue:
-    """Multi-producer, single-consumer queue with coalesced wake-ups.
+    """Multi-producer, single-consumer queue with coalesced wake-ups and admission.
 
-    ``push`` calls ``wake()`` only when the consumer is idle, i.e. when no wake-up is
+    A push wakes the consumer only when the consumer is idle, i.e. when no wake-up is
     outstanding. The consumer counts as busy from that wake-up until a ``drain()`` comes
     back empty, so it must keep draining until it gets an empty list; pushes in between
     are picked up by those drains without another wake-up. A burst of N pushes therefore
@@ -265,28 +278,82 @@ class CommandQueue:
     the same locked step that found nothing, so no item can be stranded between a drain
     and the next push.
 
-    :param wake: called with no arguments, on the pushing thread, whenever a push finds the
-        consumer idle; it must be cheap, thread-safe and non-blocking (the runtime's own
-        schedules its drain with ``loop.call_soon_threadsafe``).
+    The wake-up is either a callable or, by default, a file descriptor the queue owns: an
+    ``eventfd`` (a pipe where there is none) that the idle-to-armed push writes with the
+    GIL released. The consumer registers :meth:`fileno` with its loop's ``add_reader`` and
+    calls :meth:`ack` in the reader callback, before draining. Writing a descriptor is one
+    system call and no Python code on the producer's side; the loop's own
+    ``call_soon_threadsafe`` costs a Handle and a socket write per call, never coalesced.
 
-    Thread rules: any number of threads may ``push``; exactly one consumer (the runtime
-    loop) may ``drain``; ``close`` may be called from any thread.
+    :meth:`submit` is the runtime's one call per send: claim the single-use command, check
+    the ``max_in_flight`` bound, push and wake, under one lock. Commands it admitted count
+    as in flight until the consumer reports each finished (:meth:`finished_one`).
+
+    :param wake: called with no arguments, on the pushing thread, whenever a push finds the
+        consumer idle; it must be cheap, thread-safe and non-blocking. None (the default):
+        the queue wakes its consumer through its own descriptor instead.
+
+    Thread rules: any number of threads may ``push`` or ``submit``; exactly one consumer
+    (the runtime loop) may ``drain`` and ``ack``; ``close`` may be called from any thread.
+    The descriptor lives as long as the queue, so no push can ever write to a closed one.
     """
 
-    __slots__ = ("__weakref__", "_armed", "_closed", "_items", "_mutex", "_wake", "_wakeups")
+    __slots__ = (
+        "__weakref__",
+        "_armed",
+        "_closed",
+        "_eventfd",
+        "_finished",
+        "_items",
+        "_mutex",
+        "_rfd",
+        "_submitted",
+        "_wake",
+        "_wakeups",
+        "_wfd",
+    )
 
-    def __init__(self, wake: Callable[[], object]) -> None:
-        if not callable(wake):
-            raise TypeError(f"CommandQueue(wake) needs a callable, not {type(wake).__name__}")
+    def __init__(self, wake: Callable[[], object] | None = None) -> None:
+        if wake is not None and not callable(wake):
+            raise TypeError(f"CommandQueue(wake) needs a callable or None, not {type(wake).__name__}")
         self._wake = wake
         self._mutex = allocate_lock()
         self._items: list[Any] = []
         self._armed = False
         self._closed = False
         self._wakeups = 0
+        self._submitted = 0
+        self._finished = 0
+        self._rfd, self._wfd, self._eventfd = _wake_descriptors() if wake is None else (-1, -1, False)
+
+    def __del__(self) -> None:
+        for fd in {getattr(self, "_rfd", -1), getattr(self, "_wfd", -1)} - {-1}:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._rfd = self._wfd = -1
 
     def __repr__(self) -> str:
         return f"<CommandQueue pending={len(self._items)} closed={self._closed}>"
+
+    def _signal(self) -> None:
+        # Outside the mutex: the descriptor is the queue's own and outlives every push.
+        if self._wfd >= 0:
+            try:
+                if self._eventfd:
+                    os.eventfd_write(self._wfd, 1)
+                else:
+                    os.write(self._wfd, b"\x01")
+            except BlockingIOError:
+                pass  # a full pipe has wake-ups pending already
+            return
+        try:
+            self._wake()  # type: ignore[misc]
+        except BaseException:
+            with self._mutex:
+                self._armed = False
+            raise
 
     def push(self, item: Any) -> None:
         """Append *item*; wake the consumer if it is idle. Raises ``QueueClosedError`` after ``close()``.
@@ -302,12 +369,76 @@ class CommandQueue:
                 return
             self._armed = True
             self._wakeups += 1
+        self._signal()
+
+    def submit(self, cmd: Any, limit: int = -1) -> int:
+        """Admit and push command *cmd* in one step; return -1, or why it was refused.
+
+        Claims the single-use command (``cmd._unsent``), checks that its oneshot is still
+        pending, checks the bound (*limit* commands in flight, -1 for none) and pushes,
+        all under the queue's lock, so no burst of callers can overshoot the bound and a
+        refusal touches nothing else. Returns -1 when admitted, ``-2`` when *cmd* was sent
+        before, ``-3`` when its oneshot is already done, or the count in flight (>= 0) when
+        the bound refused it. Raises ``QueueClosedError`` after ``close()`` (unclaimed).
+        """
+        unsent: list[Any] = cmd._unsent
+        with self._mutex:
+            if self._closed:
+                raise QueueClosedError("the command queue is closed; no further commands are accepted")
+            in_flight = self._submitted - self._finished
+            if limit >= 0 and in_flight >= limit:
+                return in_flight
+            try:
+                unsent.pop()
+            except IndexError:
+                return -2
+            if cmd.oneshot.done():
+                return -3
+            self._items.append(cmd)
+            self._submitted += 1
+            if self._armed:
+                return -1
+            self._armed = True
+            self._wakeups += 1
+        self._signal()
+        return -1
+
+    def finished_one(self) -> None:
+        """The consumer reports one admitted command finished (any outcome); any thread."""
+        with self._mutex:
+            self._finished += 1
+
+    def unsubmit(self) -> None:
+        """Take back one admission whose command never reached the queue (any thread)."""
+        with self._mutex:
+            self._finished += 1
+
+    @property
+    def in_flight(self) -> int:
+        """Commands admitted by ``submit`` and not reported finished."""
+        return self._submitted - self._finished
+
+    @property
+    def submitted(self) -> int:
+        """Commands admitted by ``submit`` so far."""
+        return self._submitted
+
+    def fileno(self) -> int:
+        """The descriptor to watch for wake-ups (``loop.add_reader``); -1 with a wake callable."""
+        return self._rfd
+
+    def ack(self) -> None:
+        """Consume a pending wake-up (the consumer calls it in its reader, before draining)."""
+        if self._rfd < 0:
+            return
         try:
-            self._wake()
-        except BaseException:
-            with self._mutex:
-                self._armed = False
-            raise
+            if self._eventfd:
+                os.eventfd_read(self._rfd)
+            else:
+                while os.read(self._rfd, 64):
+                    pass
+        except BlockingIOError:
+            pass
 
     def drain(self, spin: float = 0.0) -> list[Any]:
         """Take every pending item, oldest first. An empty result marks the consumer idle.
@@ -340,7 +471,7 @@ class CommandQueue:
 
     @property
     def wakeups(self) -> int:
-        """How many times ``wake()`` has been called (to show coalescing)."""
+        """How many times the consumer was woken (to show coalescing)."""
         return self._wakeups
 
     def __len__(self) -> int:

@@ -82,6 +82,11 @@ class PyCommand:
             return False
         return True
 
+    @property
+    def was_sent(self) -> bool:
+        """True once the command was claimed by a send (a command is single-use)."""
+        return not self._unsent
+
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import select
 import threading
 from types import ModuleType
 
 import pytest
 from conftest import _load as load_core
 
+from agybridge.commands import Run
 from agybridge.errors import QueueClosedError
 
 PRODUCERS = 8
@@ -72,7 +74,72 @@ def test_close_hands_back_queued_items_and_refuses_pushes(core: ModuleType) -> N
 
 def test_constructor_requires_callable(core: ModuleType) -> None:
     with pytest.raises(TypeError, match="callable"):
-        core.CommandQueue(None)
+        core.CommandQueue(42)
+
+
+def _readable(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])
+
+
+def test_a_queue_without_a_wake_callable_wakes_through_its_own_descriptor(core: ModuleType) -> None:
+    queue = core.CommandQueue()
+    fd = queue.fileno()
+    assert fd >= 0 and not _readable(fd)
+    queue.push("a")
+    queue.push("b")  # coalesced: the consumer is armed already
+    assert _readable(fd)
+    assert queue.wakeups == 1
+    queue.ack()
+    assert not _readable(fd)  # one read consumes the wake-up
+    assert queue.drain() == ["a", "b"]
+    assert queue.drain() == []  # empty: the consumer is idle again
+    queue.push("c")
+    assert _readable(fd) and queue.wakeups == 2
+    queue.ack()
+    assert queue.drain() == ["c"]
+
+
+def test_a_push_after_the_empty_drain_writes_the_descriptor_again(core: ModuleType) -> None:
+    """The consumer acks before draining: a push landing after its empty drain is never stranded."""
+    queue = core.CommandQueue()
+    queue.push(1)
+    queue.ack()
+    assert queue.drain() == [1]
+    queue.push(2)  # armed still: no new wake-up, but the next drain takes it
+    assert queue.drain() == [2]
+    assert queue.drain() == []  # disarms
+    queue.push(3)
+    assert _readable(queue.fileno())
+
+
+def test_a_callable_queue_has_no_descriptor(core: ModuleType) -> None:
+    queue = core.CommandQueue(lambda: None)
+    assert queue.fileno() == -1
+    queue.ack()  # a no-op
+
+
+def test_submit_claims_admits_and_counts(core: ModuleType) -> None:
+    queue = core.CommandQueue()
+    first = Run(_noop, oneshot=core.Oneshot())
+    assert queue.submit(first, 1) == -1
+    assert first.was_sent and queue.in_flight == 1 and queue.submitted == 1
+    assert queue.submit(first, -1) == -2  # sent before
+    second = Run(_noop, oneshot=core.Oneshot())
+    assert queue.submit(second, 1) == 1  # the bound refuses it, unclaimed
+    assert not second.was_sent
+    queue.finished_one()
+    assert queue.in_flight == 0
+    done = core.Oneshot()
+    done.set_result(None)
+    assert queue.submit(Run(_noop, oneshot=done), -1) == -3
+    queue.close()
+    with pytest.raises(QueueClosedError):
+        queue.submit(Run(_noop, oneshot=core.Oneshot()))
+    assert queue.drain() == []
+
+
+async def _noop() -> None:
+    return None
 
 
 def test_many_producers_nothing_lost_or_duplicated(core: ModuleType) -> None:

@@ -150,6 +150,20 @@ async def _before_async_send(cmd: PyCommand) -> None:
         set_caller(cmd.context, LoopCaller(cmd))
 
 
+def _refuse_reuse(cmd: PyCommand, code: int) -> None:
+    """Raise :class:`CommandReusedError` for the admission codes -2 (sent before) and -3 (done)."""
+    if code == -2:
+        raise CommandReusedError(
+            f"{cmd.describe()} was already sent (its outcome: {cmd.oneshot!r}); commands are "
+            "single-use, so make a new one for every send"
+        )
+    if code == -3:
+        raise CommandReusedError(
+            f"{cmd.describe()} carries a oneshot that is already completed ({cmd.oneshot!r}); "
+            "give every command a new Oneshot"
+        )
+
+
 class Sender:
     """The caller's side of one runtime: submit once, then wait one of four ways.
 
@@ -180,39 +194,36 @@ class Sender:
     def submit(self, cmd: PyCommand) -> None:
         """Queue *cmd*, or raise why not; a refused command's oneshot records the refusal.
 
-        The one way in: single use, the fork rule, a lazy start, the ``max_in_flight``
-        admission and the push (whose idle-to-busy transition wakes the loop).
+        The one way in: a lazy start, then one compiled call (``CommandQueue.submit``) that
+        claims the single-use command, checks the ``max_in_flight`` bound, pushes and wakes.
         """
         if not isinstance(cmd, PyCommand) or isinstance(cmd, Shutdown):
             raise TypeError(f"expected {_COMMANDS}, not {cmd!r}")
-        if not cmd.claim():
-            raise CommandReusedError(
-                f"{cmd.describe()} was already sent (its outcome: {cmd.oneshot!r}); commands are "
-                "single-use, so make a new one for every send"
-            )
-        if cmd.oneshot.done():
-            raise CommandReusedError(
-                f"{cmd.describe()} carries a oneshot that is already completed ({cmd.oneshot!r}); "
-                "give every command a new Oneshot"
-            )
         door = self._door
         try:
             if not door.is_running():
+                _refuse_reuse(cmd, -2 if cmd.was_sent else -3 if cmd.oneshot.done() else -1)
                 door.ensure_running()
             try:
-                in_flight = door.admit(cmd, self._max_in_flight)
+                code = door.admit(cmd, self._max_in_flight)
             except QueueClosedError:
+                _refuse_reuse(cmd, -2 if cmd.was_sent else -3 if cmd.oneshot.done() else -1)
                 raise door.closed_error() from None
-            if in_flight >= 0:
-                raise RuntimeBusyError(
-                    f"{in_flight} commands are in flight (max_in_flight="
-                    f"{self._max_in_flight}); retry later or raise the limit"
-                )
+        except CommandReusedError:
+            raise  # the oneshot belongs to the first send
         except Exception as exc:
-            # Refused (shut down, busy, died): the oneshot records the same outcome. The
-            # command never reached the queue, so the loop has nothing to abort.
+            # Refused (shut down, died): the oneshot records the same outcome. The command
+            # never reached the queue, so the loop has nothing to abort.
             cmd.oneshot.set_exception(exc)
             raise
+        if code == -1:
+            return
+        _refuse_reuse(cmd, code)
+        busy = RuntimeBusyError(
+            f"{code} commands are in flight (max_in_flight={self._max_in_flight}); retry later or raise the limit"
+        )
+        cmd.oneshot.set_exception(busy)
+        raise busy
 
     def abort(self, cmd: PyCommand) -> None:
         """The caller completed *cmd* (cancel or timeout): stop its task on the loop."""

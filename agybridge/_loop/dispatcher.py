@@ -21,7 +21,6 @@ flight, never let a burst past the bound.
 from __future__ import annotations
 
 import asyncio
-from _thread import allocate_lock
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -92,9 +91,10 @@ class Dispatcher:
         self._loop_spin = loop_spin
         self._loop: asyncio.AbstractEventLoop | None = None
         self._active: dict[PyCommand, asyncio.Task[Any]] = {}
-        self._admit = allocate_lock()  # guards _n_submitted: the bound's check-and-count
-        self._n_submitted = 0
-        self._n_finished = 0  # the outcome counters below, summed; same single writer
+        # Admission and the submitted count live in the queue (one compiled call per send);
+        # the outcome counters below have one writer (the loop thread, or a caller once
+        # the loop is gone), and each outcome is reported to the queue once counted.
+        self._finished_one = queue.finished_one
         self._n_completed = 0
         self._n_failed = 0
         self._n_timed_out = 0
@@ -105,28 +105,20 @@ class Dispatcher:
 
     def in_flight(self) -> int:
         """Commands accepted and not finished: queued, drained or running."""
-        return self._n_submitted - self._n_finished
+        in_flight: int = self._queue.in_flight
+        return in_flight
 
     def submit(self, cmd: PyCommand, limit: int | None = None) -> int:
-        """Admit *cmd* and push it; return -1, or the count in flight if *limit* refused it.
+        """Claim, admit and push *cmd* in one compiled step (``CommandQueue.submit``).
 
-        Checking the bound and counting the command in are one step under the counters'
-        lock, so no burst of callers can overshoot *limit*. A refusal touches nothing else:
-        the loop never hears of it. Raises ``QueueClosedError`` (the command uncounted)
-        once the queue is closed.
+        Returns -1 (admitted), -2 (*cmd* was sent before), -3 (its oneshot is already done),
+        or the count in flight when *limit* refused it. Checking the bound and counting the
+        command in are one step under the queue's lock, so no burst of callers can
+        overshoot *limit*; a refusal touches nothing else: the loop never hears of it.
+        Raises ``QueueClosedError`` once the queue is closed.
         """
-        with self._admit:
-            n = self._n_submitted - self._n_finished
-            if limit is not None and n >= limit:
-                return n
-            self._n_submitted += 1
-        try:
-            self._queue.push(cmd)
-        except QueueClosedError:
-            with self._admit:
-                self._n_submitted -= 1
-            raise
-        return -1
+        code: int = self._queue.submit(cmd, -1 if limit is None else limit)
+        return code
 
     def metrics(self) -> RuntimeMetrics:
         """A snapshot that adds up: outcomes first, then submitted (every finished command
@@ -134,7 +126,7 @@ class Dispatcher:
         queued = len(self._queue)
         completed, failed, timed_out = self._n_completed, self._n_failed, self._n_timed_out
         cancelled, shut_down = self._n_cancelled, self._n_shut_down
-        submitted = self._n_submitted
+        submitted = self._queue.submitted
         in_flight = submitted - (completed + failed + timed_out + cancelled + shut_down)
         return RuntimeMetrics(
             submitted=submitted,
@@ -149,6 +141,15 @@ class Dispatcher:
         )
 
     # -- loop thread ------------------------------------------------------------------------
+
+    def on_readable(self) -> None:
+        """The queue's descriptor is readable (a push woke the idle loop): ack it, then drain.
+
+        The wake-up is consumed before the first drain, so a push that lands after the
+        drain that finds the queue empty writes the descriptor again: nothing is stranded.
+        """
+        self._queue.ack()
+        self.on_wake()
 
     def on_wake(self) -> None:
         """Drain the queue and start a task per command, until a drain comes back empty.
@@ -201,7 +202,7 @@ class Dispatcher:
         else:
             if shot.set_result(result):
                 self._n_completed += 1  # the common case, counted without inspecting the oneshot
-                self._n_finished += 1
+                self._finished_one()
                 if self._active:
                     self._active.pop(cmd, None)
                 return
@@ -244,7 +245,7 @@ class Dispatcher:
             self._n_shut_down += 1
         else:
             self._n_failed += 1
-        self._n_finished += 1  # after the outcome: a stale read overstates in_flight, never under
+        self._finished_one()  # after the outcome: a stale read overstates in_flight, never under
 
     def fail_queued(self, leftovers: list[PyCommand]) -> None:
         """Fail commands the closed queue handed back: they never reached the loop."""

@@ -64,13 +64,14 @@ class LoopWing:
     ) -> None:
         self.core = core
         self.config = config
-        self.queue = core.CommandQueue(self._wake)
+        # The queue wakes the loop through its own descriptor (an eventfd), read by the
+        # dispatcher in the loop's reader callback: see _watch_queue.
+        self.queue = core.CommandQueue()
         self.registry: AgentRegistry = core.AgentRegistry()
         self.agents = AgentTable(config, self.registry)
         handlers: dict[type[PyCommand], Any] = {Run: run_coroutine, Stream: run_stream, **self.agents.handlers()}
         handlers.update(extra_handlers or {})
         self.dispatcher = Dispatcher(self.queue, handlers, config.loop_spin)
-        self._on_wake = self.dispatcher.on_wake  # bound once: the wake-up path is hot
         self.thread = LoopThread(
             name=config.thread_name,
             use_uvloop=config.use_uvloop,
@@ -78,18 +79,13 @@ class LoopWing:
             close_grace=config.shutdown_grace,
             owner=owner,
             on_death=self._on_death,
-            on_closing=self.dispatcher.reap_all,
+            on_closing=self._on_closing,
             on_exit=on_exit,
+            on_loop=self._watch_queue,
             stopped=core.Oneshot(),
         )
 
     # -- any thread -------------------------------------------------------------------------
-
-    def _wake(self) -> None:
-        # Called by CommandQueue.push on a producer thread, once per idle->busy transition.
-        # If the loop is closed, the queue was closed before it, so the pushed command was
-        # either refused or handed back by close() and failed there: nothing is lost.
-        self.thread.call_soon_threadsafe(self._on_wake)
 
     def abort(self, cmd: PyCommand) -> None:
         """The caller completed *cmd* (cancel or timeout): stop its task on the loop."""
@@ -119,6 +115,17 @@ class LoopWing:
             self.dispatcher.fail_queued(leftovers)  # the loop is already gone
 
     # -- the loop thread --------------------------------------------------------------------
+
+    def _watch_queue(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Once, before the loop runs: a push made before this is not lost (the descriptor
+        # stays readable until read), so the first drain picks it up.
+        loop.add_reader(self.queue.fileno(), self.dispatcher.on_readable)
+
+    def _on_closing(self) -> None:
+        self.dispatcher.reap_all()
+        loop = self.thread.loop
+        if loop is not None and not loop.is_closed():
+            loop.remove_reader(self.queue.fileno())
 
     def _on_shutdown(self, grace: float, leftovers: list[PyCommand]) -> None:
         self.dispatcher.fail_queued(leftovers)

@@ -63,7 +63,8 @@ class LoopThread:
     *owner* is what :func:`current_owner` returns on the thread. *on_death(cause, reason)*
     runs on the loop thread when the loop stopped without an orderly shutdown;
     *on_closing()* runs there after every remaining task was cancelled and given time to
-    end, just before async generators are shut down and the loop is closed. *on_exit()*
+    end, just before async generators are shut down and the loop is closed. *on_loop(loop)*
+    runs on the thread once the loop exists, before it runs. *on_exit()*
     runs from ``atexit`` while the thread is still live. *stopped* is the oneshot completed
     when the thread ends (made by the owner, from the owner's core).
     """
@@ -79,6 +80,7 @@ class LoopThread:
         on_death: Callable[[BaseException | None, str], None],
         on_closing: Callable[[], None],
         on_exit: Callable[[], None],
+        on_loop: Callable[[asyncio.AbstractEventLoop], None] | None = None,
         stopped: Oneshot,
     ) -> None:
         self.name = name
@@ -89,6 +91,7 @@ class LoopThread:
         self._on_death = on_death
         self._on_closing = on_closing
         self._on_exit = on_exit
+        self._on_loop = on_loop
         self._lifecycle = threading.Lock()
         self._state = NEW
         self._death: BaseException | None = None
@@ -253,6 +256,8 @@ class LoopThread:
             # Daemon workers: a tool still running never holds the process's exit.
             self._executor = DaemonExecutor(self._worker_threads, "agy-bridge-worker")
             loop.set_default_executor(self._executor)
+            if self._on_loop is not None:
+                self._on_loop(loop)  # on this thread, before the loop runs
             self._loop = loop
             self._ident = threading.get_ident()
         except BaseException as exc:  # noqa: BLE001 - reported to start()
