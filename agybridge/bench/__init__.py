@@ -16,8 +16,13 @@ Contenders:
 - agybridge: the compiled core and its pure twin on stock asyncio, and the compiled core on
   uvloop;
 - peers: ``run_coroutine_threadsafe``, anyio ``BlockingPortal.call``, Modal's synchronicity,
-  ``fsspec.asyn.sync`` (on fsspec's IO loop), asgiref ``async_to_sync`` and asyncer ``syncify`` (each from a plain thread and from a worker
-  thread of a loop), janus (throughput), ``wrap_future`` and trio's ``to_thread`` (loop callers).
+  ``fsspec.asyn.sync`` (on fsspec's IO loop), asgiref ``async_to_sync`` and asyncer
+  ``syncify`` (each from a plain thread and from a worker thread of a loop), janus
+  (throughput), ``wrap_future`` and trio's ``to_thread`` (loop callers).
+
+``agybridge bench --streams`` runs the stream comparison instead (:mod:`._streams`, also
+``benchmarks/bench_streams.py``): N items of an async generator to a thread, an asyncio loop
+and trio, next to the ways users write it today.
 """
 
 from __future__ import annotations
