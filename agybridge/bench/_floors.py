@@ -17,6 +17,7 @@ Targets are ratios to these, taken in the same run, so they hold on any hardware
 from __future__ import annotations
 
 import _thread
+import asyncio
 import collections
 import functools
 import os
@@ -187,6 +188,8 @@ class DesignFloor:
         self.queue: collections.deque[tuple[Coroutine[Any, Any, Any], _Reply]] = collections.deque()
         self.armed = False
         self.local = threading.local()
+        # The loop only holds weak references to tasks: the suspended ones are kept here.
+        self.tasks: set[asyncio.Task[None]] = set()
         if hasattr(os, "eventfd"):
             self.read_fd = self.write_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
             self.wake: Callable[[], object] = functools.partial(os.eventfd_write, self.write_fd, 1)
@@ -219,7 +222,9 @@ class DesignFloor:
             except BaseException as exc:  # noqa: BLE001 - handed to the caller, who re-raises it
                 _done(reply, None, exc)
             else:
-                loop.create_task(_finish(coro, yielded, reply))
+                task = loop.create_task(_finish(coro, yielded, reply))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
 
     def call(self, fn: Callable[[], Coroutine[Any, Any, Any]] = noop) -> Any:
         """Run ``fn()`` on the loop thread and wait for its result: append, maybe write, wait."""
