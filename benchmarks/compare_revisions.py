@@ -6,9 +6,12 @@ alternation, so the machine's fast and slow phases hit both alike, and compares 
 medians. Use it to show what one change did to the hot path:
 
     python benchmarks/compare_revisions.py BEFORE_REV AFTER_REV [--blocks 40] [--block 200]
+    python benchmarks/compare_revisions.py BEFORE_REV AFTER_REV --quick   # only proves it runs
 
 A revision is anything ``git`` accepts (a commit, a branch, ``HEAD``); ``WORKTREE`` means
-the files as they are now, uncommitted changes included.
+the files as they are now, uncommitted changes included. Both runtimes run on stock asyncio
+(``use_uvloop`` defaults to True, and uvloop may be installed in the driver's environment);
+each worker reports which agybridge it imported, and the driver checks it is the revision's.
 """
 
 from __future__ import annotations
@@ -51,8 +54,12 @@ async def async_block(rt, n):
         out.append(time.perf_counter() - t0)
     return out
 
-rt = PythonRuntime(RuntimeConfig(inter_agent_delay=0)).start()
-print(json.dumps({"ready": agybridge.IMPLEMENTATION}), flush=True)
+try:
+    config = RuntimeConfig(inter_agent_delay=0, use_uvloop=False)
+except TypeError:  # a revision older than the use_uvloop switch: stock asyncio anyway
+    config = RuntimeConfig(inter_agent_delay=0)
+rt = PythonRuntime(config).start()
+print(json.dumps({"ready": agybridge.IMPLEMENTATION, "file": agybridge.__file__}), flush=True)
 for line in sys.stdin:
     scenario, n = line.split()
     n = int(n)
@@ -97,8 +104,12 @@ def start_worker(site: Path) -> subprocess.Popen[str]:
         [sys.executable, "-c", WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd="/"
     )
     assert worker.stdout is not None
-    ready = json.loads(worker.stdout.readline())
-    assert ready["ready"] == "cython", ready
+    line = worker.stdout.readline()
+    if not line:
+        raise RuntimeError(f"the worker for {site} exited with {worker.wait(30)} before it was ready")
+    ready = json.loads(line)
+    if ready["ready"] != "cython" or not Path(ready["file"]).resolve().is_relative_to(site.resolve()):
+        raise RuntimeError(f"the worker for {site} did not import that revision's compiled core: {ready}")
     return worker
 
 
@@ -116,7 +127,10 @@ def main() -> int:
     parser.add_argument("after")
     parser.add_argument("--blocks", type=int, default=40, help="alternating blocks per scenario and revision")
     parser.add_argument("--block", type=int, default=200, help="round trips per block")
+    parser.add_argument("--quick", action="store_true", help="2 blocks of 20: proves it runs, no figures to read")
     args = parser.parse_args()
+    if args.quick:
+        args.blocks, args.block = 2, 20
     with tempfile.TemporaryDirectory() as tmp:
         sites = {name: install(rev, Path(tmp) / name) for name, rev in (("before", args.before), ("after", args.after))}
         workers = {name: start_worker(site) for name, site in sites.items()}

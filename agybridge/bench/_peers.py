@@ -3,7 +3,9 @@
 Each peer is measured in the mode its users get. asgiref's ``async_to_sync`` and asyncer's
 ``syncify`` have two: from a plain thread they run every call on a new event loop; from a
 worker thread that a loop spawned (``sync_to_async``, ``anyio.to_thread``) they call back into
-that loop. Both modes get a row; targets name the one they compare with.
+that loop. Both modes get a row; targets name the one they compare with. fsspec's
+``fsspec.asyn.sync`` runs on fsspec's own IO loop thread (``fsspec.asyn.get_loop()``), as it does
+for pandas, dask and every fsspec filesystem.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from agybridge.bench._work import noop
 __all__ = [
     "ASYNC_TO_SYNC",
     "ASYNC_TO_SYNC_IN_WORKER",
+    "FSSPEC_SYNC",
     "RCT",
     "SYNCHRONICITY",
     "JanusBridge",
@@ -36,6 +39,7 @@ SYNCIFY = "asyncer syncify (plain thread)"
 SYNCIFY_IN_WORKER = "asyncer syncify (anyio worker thread)"
 SYNCHRONICITY = "synchronicity blocking call"
 PORTAL = "anyio portal.call"
+FSSPEC_SYNC = "fsspec.asyn.sync"
 
 
 @dataclass
@@ -77,6 +81,18 @@ def _synchronicity() -> Peer:
     return Peer(SYNCHRONICITY, _plain(blocking), getattr(synchronizer, "_close_loop", lambda: None))
 
 
+def _fsspec() -> Peer:
+    """``fsspec.asyn.sync(loop, coro_fn)`` on fsspec's IO loop, the loop its filesystems use.
+
+    That loop is fsspec's, started on first use and left running (a daemon thread, as in
+    fsspec's users' processes): the bench does not stop it.
+    """
+    from fsspec.asyn import get_loop, sync
+
+    loop = get_loop()
+    return Peer(FSSPEC_SYNC, _plain(functools.partial(sync, loop, noop)))
+
+
 def _asgiref(plain: LoopThread) -> list[Peer]:
     from asgiref.sync import async_to_sync, sync_to_async
 
@@ -114,6 +130,7 @@ def peers(plain: LoopThread, log: Callable[[str], None]) -> list[Peer]:
     makers: list[tuple[str, Callable[[], Peer | list[Peer]]]] = [
         ("anyio", _portal),
         ("synchronicity", _synchronicity),
+        ("fsspec", _fsspec),
         ("asgiref", lambda: _asgiref(plain)),
         ("asyncer", lambda: _asyncer(plain)),
     ]

@@ -12,7 +12,7 @@ from typing import Any
 
 from agybridge import PythonRuntime
 from agybridge.bench._contenders import cores, runtimes
-from agybridge.bench._floors import AsyncioFloor, LockFloor, ThroughputFloor
+from agybridge.bench._floors import AsyncioFloor, DesignFloor, LockFloor, ThroughputFloor
 from agybridge.bench._hosts import HostLoop, LoopThread, async_take, uvloop_available
 from agybridge.bench._peers import RCT, JanusBridge, peers
 from agybridge.bench._stats import BenchOptions, Series, Take, interleave, repeat, time_block
@@ -22,6 +22,9 @@ __all__ = [
     "ASYNCIO",
     "ASYNCIO_FLOOR",
     "ASYNCIO_FLOOR_UVLOOP",
+    "DESIGN_FLOOR",
+    "DESIGN_FLOOR_UVLOOP",
+    "FLOORS",
     "LOCK_FLOOR",
     "MICRO",
     "SCENARIOS",
@@ -42,6 +45,10 @@ LOCK_FLOOR = "lock floor"
 ASYNCIO_FLOOR = "asyncio floor"
 ASYNCIO_FLOOR_UVLOOP = "asyncio floor (uvloop)"
 THROUGHPUT_FLOOR = "throughput floor"
+DESIGN_FLOOR = "design floor"
+DESIGN_FLOOR_UVLOOP = "design floor (uvloop)"
+#: Every floor's row name: the report gives each agybridge figure as a ratio to each of these.
+FLOORS = (LOCK_FLOOR, DESIGN_FLOOR, DESIGN_FLOOR_UVLOOP, ASYNCIO_FLOOR, ASYNCIO_FLOOR_UVLOOP, THROUGHPUT_FLOOR)
 MICRO = (
     "micro oneshot create+set+result",
     "micro queue push (+drain per 16)",
@@ -73,9 +80,14 @@ def round_trips(options: BenchOptions, log: Log) -> list[Series]:
     """One caller at a time: back to back and 1 ms apart from a plain thread, then from loops."""
     plain = LoopThread()
     lock_floor = LockFloor()
-    asyncio_floors = [(ASYNCIO_FLOOR, AsyncioFloor())]
+    design_floor = DesignFloor()
+    loop_floors: list[tuple[str, AsyncioFloor | DesignFloor]] = [
+        (DESIGN_FLOOR, design_floor),
+        (ASYNCIO_FLOOR, AsyncioFloor()),
+    ]
     if uvloop_available():
-        asyncio_floors.append((ASYNCIO_FLOOR_UVLOOP, AsyncioFloor(use_uvloop=True)))
+        loop_floors.insert(1, (DESIGN_FLOOR_UVLOOP, DesignFloor(use_uvloop=True)))
+        loop_floors.append((ASYNCIO_FLOOR_UVLOOP, AsyncioFloor(use_uvloop=True)))
     bridges = peers(plain, log)
     asyncio_host = HostLoop("asyncio")
     trio_host: HostLoop | None = None
@@ -97,14 +109,17 @@ def round_trips(options: BenchOptions, log: Log) -> list[Series]:
                 # Sporadic calls: every thread has gone idle in between, so each round trip
                 # pays the full wake-ups that back-to-back calls partly avoid.
                 contenders.add(scenario, LOCK_FLOOR, _sync_take(lock_floor.call, size, gap))
-                for name, floor in asyncio_floors:
+                for name, floor in loop_floors:
                     contenders.add(scenario, name, _sync_take(floor.call, size, gap))
                 for name, rt in started:
                     contenders.add(scenario, name, _sync_take(functools.partial(rt.run, noop), size, gap))
                 for bridge in bridges:
                     contenders.add(scenario, bridge.name, bridge.take(size, gap))
 
+            # The floors are plain-thread callers here too: what the loop caller's bridge adds
+            # on top of the least one round trip costs, measured in the same blocks.
             contenders.add(ASYNCIO, LOCK_FLOOR, _sync_take(lock_floor.call, block))
+            contenders.add(ASYNCIO, DESIGN_FLOOR, _sync_take(design_floor.call, block))
             for name, rt in started:
                 contenders.add(ASYNCIO, name, async_take(asyncio_host, functools.partial(rt.arun, noop), block))
             contenders.add(
@@ -120,6 +135,7 @@ def round_trips(options: BenchOptions, log: Log) -> list[Series]:
                 import trio
 
                 contenders.add(TRIO, LOCK_FLOOR, _sync_take(lock_floor.call, block))
+                contenders.add(TRIO, DESIGN_FLOOR, _sync_take(design_floor.call, block))
                 for name, rt in started:
                     contenders.add(TRIO, name, async_take(trio_host, functools.partial(rt.arun, noop), block))
                 contenders.add(
@@ -138,7 +154,7 @@ def round_trips(options: BenchOptions, log: Log) -> list[Series]:
             trio_host.close()
         for bridge in bridges:
             bridge.close()
-        for _, floor in asyncio_floors:
+        for _, floor in loop_floors:
             floor.close()
         lock_floor.close()
         plain.close()
@@ -179,6 +195,7 @@ def _closed_loop(call: Callable[[], Any], threads: int, per_thread: int) -> Take
 def throughput(options: BenchOptions, log: Log) -> list[Series]:
     plain = LoopThread()
     floor = ThroughputFloor()
+    design_floor = DesignFloor()
     janus_bridge: JanusBridge | None = None
     try:
         janus_bridge = JanusBridge(plain)
@@ -195,6 +212,7 @@ def throughput(options: BenchOptions, log: Log) -> list[Series]:
                     contenders.add(scenario, name, take, "ops/s")
 
                 add(THROUGHPUT_FLOOR, floor.call)
+                add(DESIGN_FLOOR, design_floor.call)
                 for name, rt in started:
                     add(name, functools.partial(rt.run, noop))
                 add(RCT, lambda: asyncio.run_coroutine_threadsafe(noop(), plain.loop).result())
@@ -204,6 +222,7 @@ def throughput(options: BenchOptions, log: Log) -> list[Series]:
     finally:
         if janus_bridge is not None:
             janus_bridge.close()
+        design_floor.close()
         floor.close()
         plain.close()
     return contenders.results

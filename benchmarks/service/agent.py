@@ -23,26 +23,42 @@ def configured_delay() -> float:
     return float(os.environ.get(DELAY_ENV, "0"))
 
 
-def runtime_config() -> Any:
+def uses_uvloop(mode: str) -> bool:
+    """A mode named ``...+uvloop`` runs its loops on uvloop (the uvloop rows); the others on stock asyncio."""
+    return mode.endswith("+uvloop")
+
+
+def base_mode(mode: str) -> str:
+    """The mode without its loop kind: ``achat+uvloop`` -> ``achat``."""
+    return mode.partition("+")[0]
+
+
+def runtime_config(use_uvloop: bool = False) -> Any:
     """The agybridge RuntimeConfig every bridged mode uses; run.py's --runtime-option sets fields.
 
     inter_agent_delay=0: the default spacing of chat starts (50 ms), a rate limit for model
-    APIs, would throttle a service.
+    APIs, would throttle a service. ``use_uvloop`` is always set: its default is True, so a
+    stock row would otherwise run on uvloop wherever uvloop is installed.
     """
     from agybridge import RuntimeConfig
 
-    options: dict[str, Any] = {"inter_agent_delay": 0.0, "max_in_flight": 100_000}
+    options: dict[str, Any] = {"inter_agent_delay": 0.0, "max_in_flight": 100_000, "use_uvloop": use_uvloop}
     options.update(json.loads(os.environ.get(RUNTIME_OPTIONS_ENV, "{}")))
     return RuntimeConfig(**options)
 
 
 def save_metrics(runtime: Any) -> None:
-    """Leave the runtime's counters (commands, queue wake-ups) for run.py, when it asked for them."""
+    """Leave the runtime's counters (commands, queue wake-ups) and its loop's kind for run.py.
+
+    run.py checks the loop kind against the mode, so a uvloop row cannot quietly run on stock
+    asyncio (nor a stock row on uvloop).
+    """
     path = os.environ.get(METRICS_ENV)
     if path:
         metrics = runtime.metrics()
+        loop_kind = type(runtime.loop).__module__.partition(".")[0]
         with open(path, "w") as out:
-            json.dump({"submitted": metrics.submitted, "wakeups": metrics.wakeups}, out)
+            json.dump({"submitted": metrics.submitted, "wakeups": metrics.wakeups, "loop": loop_kind}, out)
 
 
 def reply_to(message: str) -> str:

@@ -1,22 +1,36 @@
-"""The ASGI service (plain ASGI, no framework), in two modes chosen by ``AGY_SERVICE_MODE``.
+"""The ASGI service (plain ASGI, no framework), in the modes chosen by ``AGY_SERVICE_MODE``.
 
 - ``direct``: the handler awaits ``agent.chat(message)`` on the server's own loop (the ceiling).
 - ``achat``: the handler awaits ``runtime.achat(agent_id, message)``; the agent runs on the
   agybridge runtime thread.
+- ``direct+uvloop``, ``achat+uvloop``: the same with uvicorn on uvloop (run.py passes
+  ``--loop uvloop``) and the runtime's loop on uvloop too; startup fails if the server's loop
+  is not the one the mode names.
 
 The runtime is started in the lifespan startup and shut down in the lifespan shutdown.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from agent import AGENT_ID, EchoAgent, configured_delay, configured_mode, message_of, runtime_config, save_metrics
+from agent import (
+    AGENT_ID,
+    EchoAgent,
+    base_mode,
+    configured_delay,
+    configured_mode,
+    message_of,
+    runtime_config,
+    save_metrics,
+    uses_uvloop,
+)
 
 MODE = configured_mode("direct")
 DELAY = configured_delay()
-MODES = ("direct", "achat")
+MODES = ("direct", "achat", "direct+uvloop", "achat+uvloop")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -28,12 +42,18 @@ _close: Callable[[], Awaitable[None]] | None = None
 
 async def _startup() -> None:
     global _ask, _close
-    if MODE == "direct":
+    if MODE not in MODES:
+        raise ValueError(f"unknown ASGI mode {MODE!r}; expected one of {MODES}")
+    uvloop = uses_uvloop(MODE)
+    server_loop = type(asyncio.get_running_loop()).__module__
+    if server_loop.startswith("uvloop") != uvloop:
+        raise RuntimeError(f"mode {MODE!r} needs {'a uvloop' if uvloop else 'a stock asyncio'} loop, not {server_loop}")
+    if base_mode(MODE) == "direct":
         _ask = EchoAgent(DELAY).chat
-    elif MODE == "achat":
+    else:
         from agybridge import PythonRuntime
 
-        runtime = PythonRuntime(runtime_config()).start()
+        runtime = PythonRuntime(runtime_config(use_uvloop=uvloop)).start()
         await runtime.aregister_agent(AGENT_ID, lambda: EchoAgent(DELAY))
         achat = runtime.achat
 
@@ -45,8 +65,6 @@ async def _startup() -> None:
             await runtime.ashutdown()
 
         _ask, _close = ask_bridge, close_bridge
-    else:
-        raise ValueError(f"unknown ASGI mode {MODE!r}; expected one of {MODES}")
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

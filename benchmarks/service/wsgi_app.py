@@ -1,4 +1,4 @@
-"""The threaded WSGI service, in four modes chosen by ``AGY_SERVICE_MODE``.
+"""The threaded WSGI service, in the modes chosen by ``AGY_SERVICE_MODE``.
 
 - ``none``: no agent, no bridge; the handler waits the agent's delay with ``time.sleep`` (the
   same stand-in I/O, done the way a plain sync service would). This is the ceiling.
@@ -7,6 +7,8 @@
 - ``rcts``: one asyncio loop in a thread per worker; the handler calls
   ``asyncio.run_coroutine_threadsafe(agent.chat(message), loop).result()``.
 - ``async_to_sync``: the handler calls ``asgiref.sync.async_to_sync(agent.chat)(message)``.
+- ``agybridge+uvloop``, ``rcts+uvloop``: the same, with the runtime's (or the loop thread's)
+  loop on uvloop.
 
 Gunicorn forks its workers, and a runtime (or a loop thread) made in the master would not
 survive the fork, so every backend is built in the worker: ``gunicorn_conf.post_worker_init``
@@ -25,17 +27,19 @@ from typing import Any
 from agent import (
     AGENT_ID,
     EchoAgent,
+    base_mode,
     configured_delay,
     configured_mode,
     message_of,
     reply_to,
     runtime_config,
     save_metrics,
+    uses_uvloop,
 )
 
 MODE = configured_mode("none")
 DELAY = configured_delay()
-MODES = ("none", "agybridge", "rcts", "async_to_sync")
+MODES = ("none", "agybridge", "rcts", "async_to_sync", "agybridge+uvloop", "rcts+uvloop")
 
 _lock = threading.Lock()
 _backend: tuple[int, Callable[[str], str], Callable[[], None]] | None = None
@@ -43,6 +47,10 @@ _backend: tuple[int, Callable[[str], str], Callable[[], None]] | None = None
 
 def _build(mode: str, delay: float) -> tuple[Callable[[str], str], Callable[[], None]]:
     """(ask, close) for *mode*, built in the calling (worker) process."""
+    if mode not in MODES:
+        raise ValueError(f"unknown WSGI mode {mode!r}; expected one of {MODES}")
+    uvloop = uses_uvloop(mode)
+    mode = base_mode(mode)
     if mode == "none":
 
         def ask_plain(message: str) -> str:
@@ -54,7 +62,7 @@ def _build(mode: str, delay: float) -> tuple[Callable[[str], str], Callable[[], 
     if mode == "agybridge":
         from agybridge import PythonRuntime
 
-        runtime = PythonRuntime(runtime_config()).start()
+        runtime = PythonRuntime(runtime_config(use_uvloop=uvloop)).start()
         runtime.register_agent(AGENT_ID, lambda: EchoAgent(delay))
         chat = runtime.chat
 
@@ -67,7 +75,12 @@ def _build(mode: str, delay: float) -> tuple[Callable[[str], str], Callable[[], 
 
         return ask_bridge, close_bridge
     if mode == "rcts":
-        loop = asyncio.new_event_loop()
+        if uvloop:
+            import uvloop as uvloop_module
+
+            loop: asyncio.AbstractEventLoop = uvloop_module.new_event_loop()
+        else:
+            loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="service-loop", daemon=True)
         thread.start()
         agent = EchoAgent(delay)
