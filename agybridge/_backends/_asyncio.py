@@ -9,17 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import sys
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from agybridge._backends import _seen
 from agybridge._backends._common import Abort, OnTimeout
-from agybridge._select import Oneshot
+from agybridge._select import CommandQueue, Oneshot
 from agybridge.errors import HostLoopError
 
-__all__ = ["AsyncioHost", "await_oneshot", "bounded", "has_ready_work", "start_task"]
+__all__ = [
+    "AsyncioHost",
+    "EagerStartLoop",
+    "await_oneshot",
+    "bounded",
+    "has_ready_work",
+    "new_runtime_loop",
+    "start_task",
+]
 
 T = TypeVar("T")
 
@@ -38,32 +48,73 @@ def has_ready_work(loop: asyncio.AbstractEventLoop) -> bool:
     return True if ready is None else bool(ready)
 
 
+class EagerStartLoop(asyncio.SelectorEventLoop):
+    """The runtime's stock loop before 3.12: it can start a task eagerly, as 3.12 does.
+
+    A new Task schedules its first step with ``loop.call_soon``. :func:`start_task` asks this
+    loop to hand that one call back instead of queueing it, and runs the step at once: a
+    command that finishes without suspending completes inside the dispatcher's callback and
+    never waits a loop iteration, while every step still runs as a real Task (so
+    ``current_task()``, cancellation, ``asyncio.timeout`` and anyio's cancel scopes, which
+    check that they exit in the task they entered, all hold from the first step on).
+    """
+
+    _capture: list[asyncio.Handle] | None = None
+
+    def call_soon(  # type: ignore[override]
+        self, callback: Callable[..., object], *args: Any, context: contextvars.Context | None = None
+    ) -> asyncio.Handle:
+        capture = self._capture
+        if capture is not None:
+            self._capture = None  # only the new task's first step; its later calls queue as usual
+            handle = asyncio.Handle(callback, args, self, context)
+            capture.append(handle)
+            return handle
+        return super().call_soon(callback, *args, context=context)
+
+
+def new_runtime_loop() -> asyncio.AbstractEventLoop:
+    """A new stock loop for the runtime thread (one that can start tasks eagerly before 3.12)."""
+    if sys.version_info >= (3, 12):
+        return asyncio.new_event_loop()
+    return EagerStartLoop()
+
+
 if sys.version_info >= (3, 12):
 
     def start_task(
         loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], ctx: contextvars.Context
     ) -> asyncio.Task[T]:
-        """Start *coro* as a task in *ctx*; eagerly where the interpreter can.
-
-        Eager start (3.12+): a command that finishes without suspending completes inside
-        this call and is never scheduled, so it pays no trip through the loop's queue.
-        """
+        """Start *coro* as a task in *ctx*, eagerly: a command that finishes without suspending
+        completes inside this call and is never scheduled, so it pays no trip through the loop."""
         return asyncio.Task(coro, loop=loop, context=ctx, eager_start=True)  # type: ignore[call-arg,unused-ignore]
-
-elif sys.version_info >= (3, 11):
-
-    def start_task(
-        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], ctx: contextvars.Context
-    ) -> asyncio.Task[T]:
-        """Start *coro* as a task in *ctx* (scheduled: eager start needs 3.12)."""
-        return loop.create_task(coro, context=ctx)
 
 else:
 
     def start_task(
         loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], ctx: contextvars.Context
     ) -> asyncio.Task[T]:
-        """Start *coro* as a task in *ctx*; 3.10 has no ``context=``, so the task copies *ctx*."""
+        """Start *coro* as a task in *ctx*; eagerly on the runtime's own :class:`EagerStartLoop`.
+
+        On other loops (uvloop), and from inside another task (a step cannot run inside
+        another task's step), the first step is scheduled. 3.10's ``create_task`` has no
+        ``context=``, so there the task copies *ctx* (made current around the call).
+        """
+        if type(loop) is EagerStartLoop and asyncio.current_task(loop) is None:
+            first: list[asyncio.Handle] = []
+            loop._capture = first
+            try:
+                if sys.version_info >= (3, 11):
+                    task = loop.create_task(coro, context=ctx)
+                else:
+                    task = ctx.run(loop.create_task, coro)
+            finally:
+                loop._capture = None
+            if first:
+                first[0]._run()  # the first step, now: the task's own step, in its own context
+            return task
+        if sys.version_info >= (3, 11):
+            return loop.create_task(coro, context=ctx)
         return ctx.run(loop.create_task, coro)
 
 
@@ -116,6 +167,74 @@ def _set_fut_done(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
+class _LoopWaker:
+    """The completions bound for one asyncio host loop: one wake-up per batch, not per command.
+
+    A oneshot completed on the runtime thread pushes its waiter's future onto this loop's
+    queue; only the idle-to-armed push writes the queue's eventfd, which this loop watches
+    with ``add_reader``. The reader then resolves every future that arrived meanwhile in one
+    callback. A loop without ``add_reader`` (Windows' proactor) falls back to one
+    ``call_soon_threadsafe`` per completion. The waker lives as long as its loop (it is kept
+    by a weak-keyed map, and its descriptor is closed with its queue).
+    """
+
+    __slots__ = ("__weakref__", "_loop", "_queue", "wake_soon")
+
+    wake_soon: Callable[[asyncio.Future[None]], Callable[[Oneshot], None]]
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = weakref.ref(loop)  # never a strong one: the map's key must be able to die
+        self._queue = CommandQueue()
+        try:
+            loop.add_reader(self._queue.fileno(), self._resolve)
+        except NotImplementedError:
+            self.wake_soon = functools.partial(_wake_by_handle, loop)
+        else:
+            self.wake_soon = self._wake_by_batch
+
+    def _wake_by_batch(self, fut: asyncio.Future[None]) -> Callable[[Oneshot], None]:
+        push = self._queue.push
+
+        def wake(_shot: Oneshot) -> None:
+            if not fut.get_loop().is_closed():  # a closed loop has nobody waiting any more
+                push(fut)
+
+        return wake
+
+    def _resolve(self) -> None:
+        # On the host loop: consume the wake-up, then resolve everything that arrived.
+        queue = self._queue
+        queue.ack()
+        while True:
+            batch = queue.drain()
+            if not batch:
+                return
+            for fut in batch:
+                if not fut.done():
+                    fut.set_result(None)
+
+
+def _wake_by_handle(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None]) -> Callable[[Oneshot], None]:
+    def wake(_shot: Oneshot) -> None:
+        try:
+            loop.call_soon_threadsafe(_set_fut_done, fut)
+        except RuntimeError:
+            pass  # the caller's loop is closed: nobody is waiting any more
+
+    return wake
+
+
+_WAKERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWaker] = weakref.WeakKeyDictionary()
+
+
+def _waker_of(loop: asyncio.AbstractEventLoop) -> _LoopWaker:
+    """This loop's waker, made on its first await (on the loop's own thread, so no race)."""
+    waker = _WAKERS.get(loop)
+    if waker is None:
+        waker = _WAKERS[loop] = _LoopWaker(loop)
+    return waker
+
+
 async def await_oneshot(
     shot: Oneshot, timeout: float | None, on_timeout: OnTimeout, abort: Abort, spin: float = 0.0
 ) -> Any:
@@ -125,12 +244,7 @@ async def await_oneshot(
         shot.wait(spin, spin)
     if not shot.done():
         fut: asyncio.Future[None] = loop.create_future()
-
-        def wake(_shot: Oneshot) -> None:
-            try:
-                loop.call_soon_threadsafe(_set_fut_done, fut)
-            except RuntimeError:
-                pass  # the caller's loop is closed: nobody is waiting any more
+        wake = _waker_of(loop).wake_soon(fut)
 
         def expire() -> None:
             if shot.set_exception(on_timeout()):

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextvars
 import sys
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from agybridge._backends import _seen
 from agybridge._backends._common import Abort, OnTimeout
-from agybridge._select import Oneshot
+from agybridge._select import CommandQueue, Oneshot
 from agybridge.errors import HostLoopError
 
 __all__ = ["TrioHost", "await_oneshot", "checkpoint_if_cancelled", "current_token", "in_trio_run", "shielded"]
@@ -39,6 +40,57 @@ async def shielded(awaitable: Awaitable[Any]) -> Any:
 
     with trio.CancelScope(shield=True):
         return await awaitable
+
+
+class _RunBatcher:
+    """The completions bound for one trio run: one ``run_sync_soon`` per batch, not per command.
+
+    A oneshot completed on the runtime thread queues its waiter's reschedule; only the
+    idle-to-armed push calls ``TrioToken.run_sync_soon``, whose callback then runs every
+    reschedule that arrived meanwhile (the queue coalesces as the runtime's own does).
+    """
+
+    __slots__ = ("__weakref__", "_queue", "_token")
+
+    def __init__(self, token: Any) -> None:
+        self._token = token
+        self._queue = CommandQueue(self._schedule)
+
+    def _schedule(self) -> None:
+        import trio
+
+        try:
+            self._token.run_sync_soon(self._run_all)
+        except trio.RunFinishedError:
+            pass  # the run is over: nobody is waiting any more
+
+    def _run_all(self) -> None:
+        queue = self._queue
+        while True:
+            batch = queue.drain()
+            if not batch:
+                return
+            for reschedule in batch:
+                reschedule()
+
+    def wake_soon(self, reschedule: Callable[[], None]) -> Callable[[Oneshot], None]:
+        push = self._queue.push
+
+        def wake(_shot: Oneshot) -> None:
+            push(reschedule)
+
+        return wake
+
+
+_BATCHERS: weakref.WeakKeyDictionary[Any, _RunBatcher] = weakref.WeakKeyDictionary()
+
+
+def _batcher_of(token: Any) -> _RunBatcher:
+    """This run's batcher, made on its first await (on the run's own thread, so no race)."""
+    batcher = _BATCHERS.get(token)
+    if batcher is None:
+        batcher = _BATCHERS[token] = _RunBatcher(token)
+    return batcher
 
 
 def _is_idle() -> bool:
@@ -73,11 +125,7 @@ async def await_oneshot(
             waiting[0] = False
             trio.lowlevel.reschedule(task)
 
-    def wake(_shot: Oneshot) -> None:
-        try:
-            token.run_sync_soon(reschedule)
-        except trio.RunFinishedError:
-            pass
+    wake = _batcher_of(token).wake_soon(reschedule)
 
     def abort_fn(_raise_cancel: Any) -> trio.lowlevel.Abort:
         # Our own deadline passed: the outcome is a timeout; otherwise an outer cancellation.

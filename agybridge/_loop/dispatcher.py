@@ -31,7 +31,6 @@ from agybridge.commands import PyCommand
 from agybridge.errors import (
     ChatTimeoutError,
     OperationTimeoutError,
-    QueueClosedError,
     RuntimeDiedError,
     RuntimeShutdownError,
 )

@@ -21,6 +21,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from agybridge._backends._asyncio import new_runtime_loop
 from agybridge._loop.workers import DaemonExecutor
 from agybridge._origin import set_thread_owner
 from agybridge._select import Oneshot
@@ -246,7 +247,7 @@ class LoopThread:
             else:
                 loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
                 return loop
-        return asyncio.new_event_loop()
+        return new_runtime_loop()
 
     def _main(self, ready: threading.Event, failure: list[BaseException]) -> None:
         try:
