@@ -83,13 +83,13 @@ class PythonRuntime:
         # Held contexts are in flight but idle until their caller exits them.
         self._held = HeldCount()
         self._wing = LoopWing(self._core, self.config, owner=self, on_exit=self._shutdown_at_exit)
-        self._sender = Sender(self._core, self.config, self._door(self._wing))
+        self._sender = Sender(self._core, self.config, self._door(self._wing), self._held)
         track_runtime(self)
 
     def _door(self, wing: LoopWing) -> LoopDoor:
         thread = wing.thread
         return LoopDoor(
-            admit=wing.dispatcher.submit,
+            queue=wing.queue,
             ensure_running=wing.ensure_running,
             is_running=lambda: thread.is_running,
             on_loop_thread=thread.is_current,
@@ -97,8 +97,6 @@ class PythonRuntime:
             closed_error=thread.closed_error,
             abort=wing.abort,
             stop_stream=wing.stop_stream,
-            in_flight=wing.dispatcher.in_flight,
-            held=lambda: self._held.count,
             shutdown=lambda grace, timeout: self.shutdown(grace, timeout=timeout),
             ashutdown=self.ashutdown,
         )

@@ -59,17 +59,19 @@ class EagerStartLoop(asyncio.SelectorEventLoop):
     check that they exit in the task they entered, all hold from the first step on).
     """
 
-    _capture: list[asyncio.Handle] | None = None
+    _capture: list[Any] | None = None
 
     def call_soon(  # type: ignore[override]
         self, callback: Callable[..., object], *args: Any, context: contextvars.Context | None = None
     ) -> asyncio.Handle:
         capture = self._capture
         if capture is not None:
-            self._capture = None  # only the new task's first step; its later calls queue as usual
-            handle = asyncio.Handle(callback, args, self, context)
-            capture.append(handle)
-            return handle
+            # Only the new task's first step is taken (its later calls queue as usual). The
+            # task ignores what call_soon returns, so no Handle is made for a step run now.
+            self._capture = None
+            capture.append(callback)
+            capture.append(context)
+            return None  # type: ignore[return-value]
         return super().call_soon(callback, *args, context=context)
 
 
@@ -101,17 +103,19 @@ else:
         ``context=``, so there the task copies *ctx* (made current around the call).
         """
         if type(loop) is EagerStartLoop and asyncio.current_task(loop) is None:
-            first: list[asyncio.Handle] = []
+            first: list[Any] = []
             loop._capture = first
             try:
+                # The Task itself, not loop.create_task: the runtime's loop has no task factory.
                 if sys.version_info >= (3, 11):
-                    task = loop.create_task(coro, context=ctx)
+                    task = asyncio.Task(coro, loop=loop, context=ctx)
                 else:
-                    task = ctx.run(loop.create_task, coro)
+                    task = ctx.run(asyncio.Task, coro, loop=loop)
             finally:
                 loop._capture = None
             if first:
-                first[0]._run()  # the first step, now: the task's own step, in its own context
+                step, context = first
+                context.run(step)  # the first step, now: the task's own step, in its own context
             return task
         if sys.version_info >= (3, 11):
             return loop.create_task(coro, context=ctx)

@@ -28,7 +28,17 @@ from agybridge._caller.futures import CommandFuture
 from agybridge._origin import BlockingCaller, LoopCaller, set_caller, thread_sensitive_seen
 from agybridge._registry import BRIDGE_STATE
 from agybridge._select import Channel, Oneshot
-from agybridge.commands import Chat, ChatStream, PyCommand, Shutdown, Stream
+from agybridge.commands import (
+    CallAgent,
+    Chat,
+    ChatStream,
+    PyCommand,
+    RegisterAgent,
+    Run,
+    Shutdown,
+    Stream,
+    UnregisterAgent,
+)
 from agybridge.config import RuntimeConfig
 from agybridge.errors import (
     CommandCancelledError,
@@ -42,6 +52,9 @@ from agybridge.errors import (
 __all__ = ["LoopDoor", "Sender", "caller_spin_budget", "end_channel_with"]
 
 _COMMANDS = "a PyCommand (Chat, CallAgent, Run, RegisterAgent, UnregisterAgent, Shutdown)"
+
+#: The command types a send takes as they are (a subclass, or Shutdown, takes the long check).
+_PLAIN_COMMANDS = frozenset({Run, Chat, CallAgent, RegisterAgent, UnregisterAgent, Stream, ChatStream})
 
 
 def caller_spin_budget(configured: float, in_flight: int) -> float:
@@ -61,8 +74,9 @@ class LoopDoor:
     Every one of them is safe to call from any thread.
     """
 
-    #: Admit *cmd* under *limit* and push it: -1, or the count in flight that refused it.
-    admit: Callable[[PyCommand, int | None], int]
+    #: The runtime's command queue: ``queue.submit(cmd, limit)`` claims, admits, pushes and
+    #: wakes in one compiled call (-1: admitted; see ``CommandQueue.submit`` for the rest).
+    queue: Any
     #: Start the runtime thread if it is not running (raises if it cannot run any more).
     ensure_running: Callable[[], None]
     #: Whether the thread runs (a snapshot).
@@ -77,9 +91,6 @@ class LoopDoor:
     abort: Callable[[PyCommand], None]
     #: Ask the loop to stop the producer of a stream whose consumer left.
     stop_stream: Callable[[PyCommand], None]
-    #: Commands in flight, and those of them that are idle held contexts.
-    in_flight: Callable[[], int]
-    held: Callable[[], int]
     #: Shut the runtime down (a :class:`Shutdown` command): blocking, and awaited.
     shutdown: Callable[[float | None, float | None], None]
     ashutdown: Callable[[float | None], Awaitable[None]]
@@ -171,15 +182,19 @@ class Sender:
     (wrap, futures, handles, held contexts, streams) take a Sender, never the runtime.
     """
 
-    def __init__(self, core: ModuleType, config: RuntimeConfig, door: LoopDoor) -> None:
+    def __init__(self, core: ModuleType, config: RuntimeConfig, door: LoopDoor, held: Any) -> None:
         self.core = core
         self.config = config
         self.oneshot: Callable[[], Oneshot] = core.Oneshot
+        self._held = held  # idle held contexts: in flight, yet no caller waits behind them
         self._door = door
+        self._queue = door.queue
+        self._running = False  # True once a send saw the thread run; a closed queue resets it
         #: The bound of one round trip (``RuntimeConfig.operation_timeout``).
         self.operation_timeout: float = config.round_trip_timeout
         self._caller_spin = config.caller_spin
         self._max_in_flight = config.max_in_flight
+        self._limit = -1 if config.max_in_flight is None else config.max_in_flight
 
     # -- what every way of waiting shares ----------------------------------------------------
 
@@ -197,15 +212,33 @@ class Sender:
         The one way in: a lazy start, then one compiled call (``CommandQueue.submit``) that
         claims the single-use command, checks the ``max_in_flight`` bound, pushes and wakes.
         """
-        if not isinstance(cmd, PyCommand) or isinstance(cmd, Shutdown):
+        if type(cmd) not in _PLAIN_COMMANDS and (not isinstance(cmd, PyCommand) or isinstance(cmd, Shutdown)):
             raise TypeError(f"expected {_COMMANDS}, not {cmd!r}")
+        code = -4
+        if self._running:
+            try:
+                code = self._queue.submit(cmd, self._limit)
+            except QueueClosedError:
+                self._running = False
+        if code == -4:
+            code = self._submit_starting(cmd)
+        if code != -1:
+            _refuse_reuse(cmd, code)
+            busy = RuntimeBusyError(
+                f"{code} commands are in flight (max_in_flight={self._max_in_flight}); retry later or raise the limit"
+            )
+            cmd.oneshot.set_exception(busy)
+            raise busy
+
+    def _submit_starting(self, cmd: PyCommand) -> int:
+        """The slow way in: start the runtime if needed, or say why it cannot take commands."""
         door = self._door
         try:
             if not door.is_running():
                 _refuse_reuse(cmd, -2 if cmd.was_sent else -3 if cmd.oneshot.done() else -1)
                 door.ensure_running()
             try:
-                code = door.admit(cmd, self._max_in_flight)
+                code: int = self._queue.submit(cmd, self._limit)
             except QueueClosedError:
                 _refuse_reuse(cmd, -2 if cmd.was_sent else -3 if cmd.oneshot.done() else -1)
                 raise door.closed_error() from None
@@ -216,14 +249,8 @@ class Sender:
             # never reached the queue, so the loop has nothing to abort.
             cmd.oneshot.set_exception(exc)
             raise
-        if code == -1:
-            return
-        _refuse_reuse(cmd, code)
-        busy = RuntimeBusyError(
-            f"{code} commands are in flight (max_in_flight={self._max_in_flight}); retry later or raise the limit"
-        )
-        cmd.oneshot.set_exception(busy)
-        raise busy
+        self._running = True
+        return code
 
     def abort(self, cmd: PyCommand) -> None:
         """The caller completed *cmd* (cancel or timeout): stop its task on the loop."""
@@ -236,8 +263,7 @@ class Sender:
 
     def spin_budget(self) -> float:
         """How long this caller may poll before parking (held contexts are idle: not counted)."""
-        door = self._door
-        return caller_spin_budget(self._caller_spin, door.in_flight() - door.held())
+        return caller_spin_budget(self._caller_spin, self._queue.in_flight - self._held.count)
 
     def limit(self, timeout: float | None) -> float:
         """The round-trip bound for one send: *timeout*, or the configured default."""
@@ -255,15 +281,16 @@ class Sender:
                 "on the runtime's own thread, where blocking for a result can never finish; "
                 "await the coroutine directly or use 'await runtime.asend_command(...)'"
             )
-        limit = self.limit(timeout)
-        if isinstance(cmd, Shutdown):
-            door.shutdown(cmd.grace, limit)
-            cmd.oneshot.set_result(None)
-            return None
-        if not isinstance(cmd, PyCommand):
-            raise TypeError(f"expected {_COMMANDS}, not {cmd!r}")
+        limit = self.operation_timeout if timeout is None else self.limit(timeout)
+        if type(cmd) not in _PLAIN_COMMANDS:
+            if isinstance(cmd, Shutdown):
+                door.shutdown(cmd.grace, limit)
+                cmd.oneshot.set_result(None)
+                return None
+            if not isinstance(cmd, PyCommand):
+                raise TypeError(f"expected {_COMMANDS}, not {cmd!r}")
         # None unless this thread runs a loop or the chat may need this thread for a tool.
-        caller = blocking_caller(cmd)
+        caller = blocking_caller(cmd) if _seen.caller_checks else None
         shot = cmd.oneshot
         try:
             # The submit is inside the guard too: Ctrl-C can land after the push but before

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from types import ModuleType
+from types import CoroutineType, ModuleType
 from typing import Any
 
 from agybridge._loop.agents import AgentTable
@@ -37,7 +37,7 @@ logger = logging.getLogger("agybridge")
 async def run_coroutine(cmd: Run) -> Any:
     """The handler of :class:`~agybridge.Run` commands: await ``fn(*args, **kwargs)``."""
     awaitable = cmd.fn(*cmd.args, **cmd.kwargs)
-    if not isinstance(awaitable, Awaitable):
+    if type(awaitable) is not CoroutineType and not isinstance(awaitable, Awaitable):
         raise TypeError(
             f"run() expects a coroutine function, but {cmd.describe()} returned "
             f"{type(awaitable).__name__} {awaitable!r}, which is not awaitable"
