@@ -394,6 +394,14 @@ class AgentBridgeState:
         """
         self.host = host
 
+    def tool_started(self, task: asyncio.Task[Any]) -> None:
+        """A tool call of this agent runs as *task* (runtime loop only): unregister cancels it."""
+        self._inflight.add(task)
+
+    def tool_finished(self, task: asyncio.Task[Any]) -> None:
+        """The tool call running as *task* ended (runtime loop only)."""
+        self._inflight.discard(task)
+
     def cancel_inflight(self) -> None:
         """Mark the agent gone and cancel its running tool calls (runtime loop only, on unregister)."""
         self.closed = True

@@ -404,14 +404,14 @@ async def dispatch_tool(agent_id: str, tool_name: str, context: str | bytes | Ma
     inner = asyncio.get_running_loop().create_task(
         run_tool_guarded(agent_id, tool_name, lambda: _run_tool(agent_id, state, tool, args))
     )
-    state._inflight.add(inner)
+    state.tool_started(inner)
     try:
         await asyncio.wait((inner,))
     except asyncio.CancelledError:
         inner.cancel()
         raise
     finally:
-        state._inflight.discard(inner)
+        state.tool_finished(inner)
     if inner.cancelled():
         raise CommandCancelledError(
             f"agent {agent_id!r} was unregistered while its tool {tool_name!r} was running"
