@@ -189,9 +189,6 @@ agy_set_max_spinners(max(0, (os.cpu_count() or 1) - 1))
 
 __all__ = ["IMPLEMENTATION", "AgentRegistry", "Channel", "CommandQueue", "Oneshot", "set_max_spinners"]
 
-# Which core this is; agybridge._select reports what it actually loaded from here.
-IMPLEMENTATION = "cython"
-
 # --------------------------------------------------------------------------------------
 # Shared helpers
 # --------------------------------------------------------------------------------------
@@ -217,6 +214,66 @@ cdef double _check_timeout(object timeout) except? -2.0:
     if math.isnan(value) or value < 0:
         raise ValueError(f"timeout must be None or a number >= 0, not {timeout!r}")
     return value
+
+
+cdef bint _spin_until(
+    Py_ssize_t *count, int *flag, int *other_flag, double seconds, bint capped
+) noexcept nogil:
+    """Poll, GIL released, until ``*count != 0`` or a flag is set (NULL: not watched); True if so.
+
+    The one spin of this module: Oneshot watches its state, CommandQueue its count, Channel its
+    count and its two end flags. *capped* counts the spinner against the callers' cap (the
+    queue's single consumer spins only while it has nothing else to do, so it is not).
+    """
+    cdef double deadline
+    cdef int _i
+    if seconds <= 0 or (capped and not agy_enter_spin()):
+        return False
+    deadline = agy_now() + seconds
+    while True:
+        for _i in range(64):
+            if (
+                (count != NULL and agy_load_ssize(count) != 0)
+                or (flag != NULL and agy_load_int(flag) != 0)
+                or (other_flag != NULL and agy_load_int(other_flag) != 0)
+            ):
+                if capped:
+                    agy_leave_spin()
+                return True
+            agy_cpu_relax()
+        if agy_now() >= deadline:
+            if capped:
+                agy_leave_spin()
+            return False
+        agy_yield()
+
+
+cdef bint _park(PyThread_type_lock lock, double limit) except -1:
+    """Block on *lock* for up to *limit* seconds (-1: forever), GIL released; True if acquired.
+
+    The one park of this module. Signal handlers run first (a signal that arrived while the
+    caller spun with the GIL released is not reported by the acquire) and whenever the
+    acquire is interrupted, so Ctrl-C's ``KeyboardInterrupt`` propagates from here at once.
+    Long waits are taken in slices (``_MAX_WAIT_SLICE``) against a monotonic deadline.
+    """
+    cdef PyLockStatus status
+    cdef long long micros
+    cdef double deadline = 0.0
+    PyErr_CheckSignals()
+    if limit >= 0:
+        deadline = _monotonic() + limit
+    while True:
+        micros = -1 if limit < 0 else <long long>(min(limit, _MAX_WAIT_SLICE) * 1e6)
+        with nogil:
+            status = PyThread_acquire_lock_timed(lock, micros, 1)
+        if status == PY_LOCK_ACQUIRED:
+            return True
+        if status == PY_LOCK_INTR:
+            PyErr_CheckSignals()
+        if limit >= 0:
+            limit = deadline - _monotonic()
+            if limit <= 0:
+                return False
 
 
 # --------------------------------------------------------------------------------------
@@ -323,24 +380,6 @@ cdef class Oneshot:
 
     # -- waiting ------------------------------------------------------------------------
 
-    cdef bint _spin(self, double seconds) noexcept nogil:
-        """Poll for completion for up to *seconds*; True if it completed meanwhile."""
-        cdef double deadline
-        cdef int _i
-        if seconds <= 0 or not agy_enter_spin():
-            return False
-        deadline = agy_now() + seconds
-        while True:
-            for _i in range(64):
-                if agy_load_int(&self._state) != _PENDING:
-                    agy_leave_spin()
-                    return True
-                agy_cpu_relax()
-            if agy_now() >= deadline:
-                agy_leave_spin()
-                return False
-            agy_yield()
-
     cdef bint _wait(self, double limit, double spin=0.0) except -1:
         if agy_load_int(&self._state) != _PENDING:
             return True
@@ -351,36 +390,14 @@ cdef class Oneshot:
             agy_leave_wait()
 
     cdef bint _spin_then_park(self, double limit, double spin) except -1:
-        cdef PyLockStatus status
-        cdef long long micros
-        cdef double deadline = 0.0
         cdef bint spun = False
         if spin > 0:
             with nogil:
-                spun = self._spin(spin if limit < 0 else min(spin, limit))
+                spun = _spin_until(NULL, &self._state, NULL, spin if limit < 0 else min(spin, limit), True)
             if spun:
                 return True
-        # A signal that arrived while spinning (GIL released) is not seen by the blocking
-        # acquire below, which reports only signals landing during it: run the handlers now.
-        PyErr_CheckSignals()
-        if limit >= 0:
-            deadline = _monotonic() + limit
-        while True:
-            if limit < 0:
-                micros = -1
-            else:
-                micros = <long long>(min(limit, _MAX_WAIT_SLICE) * 1e6)
-            with nogil:
-                status = PyThread_acquire_lock_timed(self._waitlock, micros, 1)
-            if status == PY_LOCK_ACQUIRED:
-                break
-            if status == PY_LOCK_INTR:
-                # Run the signal handlers now: Ctrl-C's KeyboardInterrupt propagates from here.
-                PyErr_CheckSignals()
-            if limit >= 0:
-                limit = deadline - _monotonic()
-                if limit <= 0:
-                    return agy_load_int(&self._state) != _PENDING
+        if not _park(self._waitlock, limit):
+            return agy_load_int(&self._state) != _PENDING
         # Pass the wake-up on to the next waiter: the lock stays released once done.
         PyThread_release_lock(self._waitlock)
         return True
@@ -642,20 +659,6 @@ cdef class CommandQueue:
                 self._armed = False
         return None
 
-    cdef bint _spin_for_item(self, double seconds) noexcept nogil:
-        # The single consumer's spin is not counted against the callers' spinner cap: it
-        # only happens while the consumer has nothing else to do.
-        cdef double deadline = agy_now() + seconds
-        cdef int _i
-        while True:
-            for _i in range(64):
-                if agy_load_ssize(&self._count) != 0:
-                    return True
-                agy_cpu_relax()
-            if agy_now() >= deadline:
-                return False
-            agy_yield()
-
     def drain(self, spin=0.0):
         """Take every pending item, oldest first. An empty result marks the consumer idle.
 
@@ -671,7 +674,9 @@ cdef class CommandQueue:
         if seconds <= 0:
             return []
         with nogil:
-            self._spin_for_item(seconds)
+            # The single consumer's spin is not counted against the callers' spinner cap:
+            # it only happens while the consumer has nothing else to do.
+            _spin_until(&self._count, NULL, NULL, seconds, False)
         items = self._take(True)
         return items if items is not None else []
 
@@ -1001,24 +1006,6 @@ cdef class Channel:
             or agy_load_int(&self._cancelled) != 0
         )
 
-    cdef bint _spin(self, double seconds) noexcept nogil:
-        """Poll for readability for up to *seconds*; True if it became readable meanwhile."""
-        cdef double deadline
-        cdef int _i
-        if seconds <= 0 or not agy_enter_spin():
-            return False
-        deadline = agy_now() + seconds
-        while True:
-            for _i in range(64):
-                if self._readable():
-                    agy_leave_spin()
-                    return True
-                agy_cpu_relax()
-            if agy_now() >= deadline:
-                agy_leave_spin()
-                return False
-            agy_yield()
-
     cdef void _unpark(self) noexcept:
         cdef bint woken
         with self._mutex:
@@ -1039,46 +1026,25 @@ cdef class Channel:
             agy_leave_wait()
 
     cdef bint _spin_then_park(self, double limit, double spin) except -1:
-        cdef PyLockStatus status
-        cdef long long micros
-        cdef double deadline = 0.0
         cdef bint spun = False
         cdef bint woken = False
         if spin > 0:
             with nogil:
-                spun = self._spin(spin if limit < 0 else min(spin, limit))
+                spun = _spin_until(
+                    &self._count, &self._finished, &self._cancelled, spin if limit < 0 else min(spin, limit), True
+                )
             if spun:
                 return True
         with self._mutex:
             if self._readable():
                 return True
             self._parked = True
-        if limit >= 0:
-            deadline = _monotonic() + limit
         try:
-            # A signal that arrived while spinning is not seen by the blocking acquire below.
-            PyErr_CheckSignals()
-            while True:
-                if limit < 0:
-                    micros = -1
-                else:
-                    micros = <long long>(min(limit, _MAX_WAIT_SLICE) * 1e6)
-                with nogil:
-                    status = PyThread_acquire_lock_timed(self._waitlock, micros, 1)
-                if status == PY_LOCK_ACQUIRED:
-                    woken = True
-                    return True
-                if status == PY_LOCK_INTR:
-                    # Run the signal handlers now: Ctrl-C's KeyboardInterrupt propagates from here.
-                    PyErr_CheckSignals()
-                if limit >= 0:
-                    limit = deadline - _monotonic()
-                    if limit <= 0:
-                        break
+            woken = _park(self._waitlock, limit)
         finally:
             if not woken:
                 self._unpark()
-        return self._readable()
+        return woken or self._readable()
 
     def wait(self, timeout=None, spin=0.0):
         """Block until items are buffered or the stream ended (True), or *timeout* passes (False).
