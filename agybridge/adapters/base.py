@@ -31,7 +31,7 @@ from agybridge.errors import HookError, PolicyDeniedError
 from agybridge.state import BRIDGE_STATE, AgentBridgeState, dispatch_hook, dispatch_policy_confirm, dispatch_tool
 from agybridge.state import Tool as BridgeTool
 
-__all__ = ["EMPTY_SCHEMA", "ConversationAgent", "HostTool", "fire_hook", "host_tools"]
+__all__ = ["EMPTY_SCHEMA", "ConversationAgent", "HostTool", "confirm_call", "fire_hook", "host_tools"]
 
 logger = logging.getLogger("agybridge")
 
@@ -97,11 +97,23 @@ class HostTool:
         :raises PolicyError: a policy raised or returned nonsense: the call is refused and the error
             is raised, as for every agent (policies fail closed).
         """
-        try:
-            await dispatch_policy_confirm(self.agent_id, self.name, {**metadata, "args": dict(args)})
-        except PolicyDeniedError as denial:
-            return denial
-        return None
+        return await confirm_call(self.agent_id, self.name, args, **metadata)
+
+
+async def confirm_call(
+    agent_id: str, tool_name: str, args: Mapping[str, Any], **metadata: Any
+) -> PolicyDeniedError | None:
+    """Ask agent *agent_id*'s policies whether a call of *tool_name* may run (any tool the SDK asks
+    approval for, a host tool or not), through :func:`~agybridge.dispatch_policy_confirm`.
+
+    :returns: None if every policy approves, else the denial.
+    :raises PolicyError: a policy raised or returned nonsense (policies fail closed).
+    """
+    try:
+        await dispatch_policy_confirm(agent_id, tool_name, {**metadata, "args": dict(args)})
+    except PolicyDeniedError as denial:
+        return denial
+    return None
 
 
 def host_tools(agent_id: str) -> list[HostTool]:
