@@ -56,6 +56,13 @@ import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+try:
+    import agents  # noqa: F401 - the SDK's import name
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
+    raise ImportError(
+        "agybridge.adapters.openai_agents needs the OpenAI Agents SDK: pip install 'agybridge[openai-agents]'"
+    ) from exc
+
 from agents import (
     Agent,
     FunctionTool,
