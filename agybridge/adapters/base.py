@@ -4,7 +4,7 @@ An adapter turns an agent's :class:`~agybridge.AgentBridgeState` into what its S
 
 - :func:`host_tools` lists the agent's host tools as :class:`HostTool` objects: a name, a
   description and a JSON schema to declare to the SDK, whether the agent's policies must approve
-  each call (:attr:`HostTool.needs_confirmation`), and the two coroutines an SDK tool body and an
+  each call (``needs_confirmation``), and the two coroutines an SDK tool body and an
   SDK approval step await: :meth:`HostTool.call` (through :func:`~agybridge.dispatch_tool`, so the
   tool runs on the host side) and :meth:`HostTool.confirm` (through
   :func:`~agybridge.dispatch_policy_confirm`).
@@ -149,7 +149,7 @@ class ConversationAgent(Generic[Item]):
 
     A subclass implements ``chat`` (and ``chat_stream``) by running its SDK inside
     ``async with self._turn:``, starting from :attr:`history` and storing the finished turn's
-    conversation with :meth:`_keep`. A turn that fails, or that a streaming consumer leaves early,
+    conversation with ``self._keep(items)``. A turn that fails, or that a streaming consumer leaves early,
     is not recorded: the next chat continues from the last complete one.
 
     :param agent_id: the id the agent is registered under (its tool calls and hooks name it).

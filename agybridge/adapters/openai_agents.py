@@ -494,6 +494,7 @@ class PlanningModel(Model):
         *args: Any,
         **kwargs: Any,
     ) -> ModelResponse:
+        """The planned response, after *latency* seconds (the SDK's arguments are passed on)."""
         await asyncio.sleep(self.latency)
         return await ScriptedModel([self.plan(input)]).get_response(system_instructions, input, *args, **kwargs)
 
@@ -504,6 +505,7 @@ class PlanningModel(Model):
         *args: Any,
         **kwargs: Any,
     ) -> AsyncIterator[TResponseStreamEvent]:
+        """The planned response as the SDK's stream events, the answer's words spread over *latency*."""
         await asyncio.sleep(self.latency)
         output = self.plan(input)
         parts = sum(len(getattr(item, "content", ())) for item in output)
