@@ -306,6 +306,7 @@ class _NoInternet:
     installed = False
     armed = False
     outside: list[Any] = []
+    loopback = 0  # so the test knows the hook saw the connections it must see
 
     @classmethod
     def arm(cls) -> None:
@@ -313,6 +314,7 @@ class _NoInternet:
             sys.addaudithook(cls._hook)
             cls.installed = True
         cls.outside.clear()
+        cls.loopback = 0
         cls.armed = True
 
     @classmethod
@@ -321,6 +323,8 @@ class _NoInternet:
             address = args[1]
             if isinstance(address, tuple) and address and address[0] not in ("127.0.0.1", "::1", "localhost"):
                 cls.outside.append(address)
+            else:
+                cls.loopback += 1
 
 
 @pytest.mark.timeout(150)
@@ -418,6 +422,7 @@ def test_many_chats_over_real_http_from_threads_asyncio_and_trio_share_one_pool(
         runtime.run(clients[0].close)
     _NoInternet.armed = False
     assert _NoInternet.outside == []
+    assert _NoInternet.loopback >= server.connections
 
 
 def test_the_runtime_does_what_run_sync_cannot(core: Any) -> None:
