@@ -447,3 +447,25 @@ def test_the_runtime_does_what_run_sync_cannot(core: Any) -> None:
             return await rt.achat("rs", "hi")
 
         assert asyncio.run(through_the_bridge()) == "turn 1: no tools needed"
+
+
+def test_the_sdk_agents_own_approvals_are_decided_by_the_policies(runtime: PythonRuntime) -> None:
+    ran: list[str] = []
+
+    @function_tool(needs_approval=True)
+    def launch(target: str) -> str:
+        """The SDK agent's own tool, declared as needing approval."""
+        ran.append(target)
+        return f"launched at {target}"
+
+    def only_the_moon(agent_id: str, tool_name: str, context: Any) -> Any:
+        return True if context["args"].get("target") == "moon" else Deny("only the moon")
+
+    def factory() -> OpenAIAgentsAgent:
+        return OpenAIAgentsAgent("ap", Agent(name="ap", model=PlanningModel(), tools=[launch]), run_config=OFFLINE)
+
+    runtime.register_agent("ap", factory, AgentBridgeState(policies=[only_the_moon]))
+    assert runtime.chat("ap", "launch(target=moon)") == "turn 1: launch -> launched at moon"
+    reply = runtime.chat("ap", "launch(target=mars)")
+    assert reply.startswith("turn 2: launch denied (") and "only the moon" in reply
+    assert ran == ["moon"]

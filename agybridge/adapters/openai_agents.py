@@ -126,13 +126,6 @@ class HostFunctionTool(FunctionTool):
     """
 
 
-class _Approvals:
-    """The calls of one chat the adapter's policy step approved, by call id."""
-
-    def __init__(self) -> None:
-        self.approved: set[str] = set()
-
-
 async def _failure_message(fn: ToolErrorFunction, ctx: ToolContext[Any], error: Exception) -> str:
     message = fn(ctx, error)
     if inspect.isawaitable(message):
@@ -140,7 +133,9 @@ async def _failure_message(fn: ToolErrorFunction, ctx: ToolContext[Any], error: 
     return str(message)
 
 
-def _function_tool(host: HostTool, approvals: _Approvals, failure_error_function: ToolErrorFunction) -> FunctionTool:
+def _function_tool(host: HostTool, approved: set[str], failure_error_function: ToolErrorFunction) -> FunctionTool:
+    """*host* as an SDK function tool; *approved* holds the call ids this chat's approval step let through."""
+
     async def invoke(ctx: ToolContext[Any], arguments: str) -> Any:
         try:
             try:
@@ -150,7 +145,7 @@ def _function_tool(host: HostTool, approvals: _Approvals, failure_error_function
             if not isinstance(args, dict):
                 raise ContextError(f"the arguments of tool {host.name!r} must be a JSON object, not {arguments!r}")
             # A call this chat's approval step let through is confirmed; any other is asked here.
-            return await host.call(args, confirmed=ctx.tool_call_id in approvals.approved)
+            return await host.call(args, confirmed=ctx.tool_call_id in approved)
         except PolicyDeniedError as denial:
             return str(denial)  # refused inside dispatch_tool: still a rejection the model reads
         except Exception as exc:
@@ -184,10 +179,8 @@ def bridge_tools(
     :param failure_error_function: turns a tool's exception into the text the model reads (default:
         the SDK's ``default_tool_error_function``, as for its own function tools).
     """
-    approvals = _Approvals()
-    if approved is not None:
-        approvals.approved = approved
-    return [_function_tool(host, approvals, failure_error_function) for host in host_tools(agent_id)]
+    calls = approved if approved is not None else set()
+    return [_function_tool(host, calls, failure_error_function) for host in host_tools(agent_id)]
 
 
 def _arguments(context: RunContextWrapper[Any]) -> dict[str, Any]:
@@ -376,7 +369,7 @@ class OpenAIAgentsAgent(ConversationAgent[TResponseInputItem]):
                 cause = _bridge_cause(exc)
                 if cause is None:
                     raise
-                raise cause from exc
+                raise cause  # noqa: B904 - "from exc" would overwrite its own __cause__
             self._record(result)
         return _text(result.final_output)
 
@@ -401,7 +394,7 @@ class OpenAIAgentsAgent(ConversationAgent[TResponseInputItem]):
                     cause = _bridge_cause(exc)
                     if cause is None:
                         raise
-                    raise cause from exc
+                    raise cause  # noqa: B904 - "from exc" would overwrite its own __cause__
                 finally:
                     if not result.is_complete:
                         result.cancel()  # the consumer left early, or the run failed
