@@ -469,3 +469,26 @@ def test_the_sdk_agents_own_approvals_are_decided_by_the_policies(runtime: Pytho
     reply = runtime.chat("ap", "launch(target=mars)")
     assert reply.startswith("turn 2: launch denied (") and "only the moon" in reply
     assert ran == ["moon"]
+
+
+def test_an_sdk_session_can_carry_the_conversation_instead(runtime: PythonRuntime) -> None:
+    from agents import SQLiteSession
+
+    made: list[OpenAIAgentsAgent] = []
+
+    def factory() -> OpenAIAgentsAgent:
+        # Built on the runtime loop, like the agent: an in-memory SQLite session.
+        made.append(
+            OpenAIAgentsAgent(
+                "ss", Agent(name="ss", model=PlanningModel()), run_config=OFFLINE, session=SQLiteSession("ss")
+            )
+        )
+        return made[-1]
+
+    # A policy, so every call also pauses for an approval and the run resumes with the session.
+    state = AgentBridgeState(tools=[Tool.from_function(lambda key: key, name="echo")], policies=[lambda a, t, c: True])
+    runtime.register_agent("ss", factory, state)
+    assert runtime.chat("ss", "echo(key=one)") == "turn 1: echo -> one"
+    assert "".join(runtime.chat_stream("ss", "echo(key=two)")) == "turn 2: echo -> two"
+    assert runtime.chat("ss", "hello") == "turn 3: no tools needed"
+    assert made[0].history == ()  # the session holds the conversation, not the adapter
