@@ -27,9 +27,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from agybridge.errors import HookError, PolicyDeniedError
-from agybridge.state import BRIDGE_STATE, AgentBridgeState, dispatch_hook, dispatch_policy_confirm, dispatch_tool
-from agybridge.state import Tool as BridgeTool
+# The public API only, as every user of the bridge (the package's layout may move under it).
+from agybridge import (
+    BRIDGE_STATE,
+    AgentBridgeState,
+    HookError,
+    PolicyDeniedError,
+    dispatch_hook,
+    dispatch_policy_confirm,
+    dispatch_tool,
+)
+from agybridge import Tool as BridgeTool
 
 __all__ = ["EMPTY_SCHEMA", "ConversationAgent", "HostTool", "confirm_call", "fire_hook", "host_tools"]
 

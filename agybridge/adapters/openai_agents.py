@@ -93,14 +93,8 @@ from openai.types.responses import (
     ResponseTextDeltaEvent,
 )
 
+from agybridge import AgyBridgeError, ContextError, PolicyDeniedError, ToolError, UnknownToolError
 from agybridge.adapters.base import ConversationAgent, HostTool, confirm_call, fire_hook, host_tools
-from agybridge.errors import (
-    AgyBridgeError,
-    ContextError,
-    PolicyDeniedError,
-    ToolError,
-    UnknownToolError,
-)
 from agybridge.testing import plan_from_message
 
 __all__ = [

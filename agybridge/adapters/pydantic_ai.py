@@ -27,8 +27,8 @@ from pydantic_ai import Agent, ModelRetry, Tool
 from pydantic_ai.messages import ModelMessage, PartDeltaEvent, PartStartEvent, TextPart, TextPartDelta
 from pydantic_ai.toolsets import FunctionToolset
 
+from agybridge import PolicyDeniedError
 from agybridge.adapters.base import ConversationAgent, HostTool, host_tools
-from agybridge.errors import PolicyDeniedError
 from agybridge.testing import planning_model
 
 __all__ = ["PydanticAIAgent", "bridge_tools", "demo_agent_factory", "pydantic_ai_agent"]
