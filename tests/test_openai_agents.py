@@ -492,3 +492,17 @@ def test_an_sdk_session_can_carry_the_conversation_instead(runtime: PythonRuntim
     assert "".join(runtime.chat_stream("ss", "echo(key=two)")) == "turn 2: echo -> two"
     assert runtime.chat("ss", "hello") == "turn 3: no tools needed"
     assert made[0].history == ()  # the session holds the conversation, not the adapter
+
+
+def test_chat_timeout_cuts_off_a_stalling_model_and_the_agent_stays_usable(core: Any) -> None:
+    from agybridge import ChatTimeoutError
+
+    with PythonRuntime(make_config(chat_timeout=0.3), core=core) as rt:
+        slow = OpenAIAgentsAgent("slow", Agent(name="slow", model=PlanningModel(latency=60)), run_config=OFFLINE)
+        rt.register_agent("slow", lambda: slow)
+        with pytest.raises(ChatTimeoutError, match="'slow'"):
+            rt.chat("slow", "hello")
+        with pytest.raises(ChatTimeoutError, match="'slow'"):
+            "".join(rt.chat_stream("slow", "hello"))
+        slow.agent = Agent(name="slow", model=PlanningModel())  # the model recovers
+        assert rt.chat("slow", "again") == "turn 1: no tools needed"  # the timed-out turns left no trace
