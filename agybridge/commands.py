@@ -14,8 +14,8 @@ from types import MappingProxyType
 from typing import Any
 
 from agybridge import _validate
+from agybridge._agent_state import AgentBridgeState
 from agybridge._select import Channel, Oneshot
-from agybridge.state import AgentBridgeState
 
 __all__ = [
     "CallAgent",

@@ -166,6 +166,10 @@ def _agent_factory(options: DemoOptions, agent_id: str) -> Callable[[], Any]:
 
         factory: Callable[[], Any] = demo_agent_factory(agent_id, latency=options.latency)
         return factory
+    if options.sdk == "openai-agents":
+        from agybridge.adapters.openai_agents import demo_agent_factory as openai_agents_factory
+
+        return openai_agents_factory(agent_id, latency=options.latency)
     return lambda: ScriptedAgent(agent_id, latency=options.latency)
 
 
@@ -453,7 +457,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: on a terminal)"
     )
-    parser.add_argument("--sdk", choices=("scripted", "pydantic-ai"), default="scripted", help="which agents to run")
+    parser.add_argument(
+        "--sdk", choices=("scripted", "pydantic-ai", "openai-agents"), default="scripted", help="which agents to run"
+    )
     parser.add_argument("--pure-python", action="store_true", help="run on the pure-Python core twin")
 
 
@@ -484,6 +490,11 @@ def run_from_args(args: argparse.Namespace) -> int:
             import pydantic_ai  # noqa: F401
         except ImportError:
             raise SystemExit("--sdk pydantic-ai needs: pip install 'agybridge[pydantic-ai]'") from None
+    if args.sdk == "openai-agents":
+        try:
+            import agents  # noqa: F401
+        except ImportError:
+            raise SystemExit("--sdk openai-agents needs: pip install 'agybridge[openai-agents]'") from None
     options = DemoOptions(
         agents=args.agents,
         turns=args.turns,

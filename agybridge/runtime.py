@@ -17,6 +17,7 @@ from types import ModuleType, TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
 from agybridge import _select, _validate
+from agybridge._agent_state import AgentBridgeState
 from agybridge._backends import await_oneshot, current_host
 from agybridge._caller.context_managers import AsyncRemoteContext, HeldCount, RemoteContext, RemoteContextSource
 from agybridge._caller.futures import CommandFuture
@@ -31,7 +32,6 @@ from agybridge._select import AgentRegistry
 from agybridge.commands import Chat, PyCommand, RegisterAgent, Run, UnregisterAgent
 from agybridge.config import RuntimeConfig
 from agybridge.errors import DeadlockError, OperationTimeoutError
-from agybridge.state import AgentBridgeState
 
 __all__ = ["PythonRuntime", "RuntimeMetrics", "caller_spin_budget"]
 

@@ -72,7 +72,14 @@ nitpick_ignore = [
     ("py:class", "types.Annotated"),
 ]
 # pydantic-ai's and pydantic's own types (in the adapter's signatures) have no inventory here.
-nitpick_ignore_regex = [("py:class", r"pydantic(_ai)?\..*")]
+nitpick_ignore_regex = [
+    ("py:class", r"pydantic(_ai)?\..*"),
+    # The OpenAI Agents SDK's and the openai client's types (in that adapter's signatures) neither.
+    ("py:class", r"(agents|openai)\..*"),
+    ("py:class", r"(Agent|RunHooks|RunConfig|RunContextWrapper|RunState|Session|ToolContext|ToolErrorFunction)"),
+    ("py:class", r"(ToolApprovalItem|ModelResponse|FunctionTool|TResponse\w+|PropertyInfo|\w+=.*)"),
+    ("py:class", r"agybridge\.adapters\.base\.Item"),
+]
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"

@@ -3,7 +3,7 @@
 Blocks are the fenced ```python blocks of ``docs/**/*.md``. Each runs as a script in a
 subprocess, outside the source tree, so it imports the installed package as a reader would.
 Blocks that need a framework the ``docs`` extra installs (Flask, Django, Starlette, FastAPI,
-pydantic-ai) are skipped when it is missing, unless ``AGYBRIDGE_REQUIRE_DOCS_DEPS=1`` (CI's
+pydantic-ai, the OpenAI Agents SDK) are skipped when it is missing, unless ``AGYBRIDGE_REQUIRE_DOCS_DEPS=1`` (CI's
 docs step sets it).
 """
 
@@ -22,7 +22,7 @@ import agybridge
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
-OPTIONAL = ("flask", "django", "starlette", "fastapi", "httpx", "pydantic_ai", "trio")
+OPTIONAL = ("flask", "django", "starlette", "fastapi", "httpx", "pydantic_ai", "trio", "agents", "openai")
 
 
 def _blocks() -> list[tuple[str, int, str]]:

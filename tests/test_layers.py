@@ -22,11 +22,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("agybridge._core", "agybridge._core_py", "agybridge._select", "agybridge.config"),
     ("agybridge._backends",),
     ("agybridge._origin",),
-    ("agybridge.state",),
+    ("agybridge._agent_state",),
     ("agybridge.commands",),
     ("agybridge._registry",),
     ("agybridge._loop", "agybridge._caller"),
-    ("agybridge.lowlevel",),
+    ("agybridge.lowlevel", "agybridge.state"),
     ("agybridge.runtime",),
     ("agybridge",),
     # Users of the public API only: never a wing.

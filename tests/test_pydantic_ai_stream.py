@@ -6,13 +6,12 @@ turns that into a failure, as in test_pydantic_ai.py).
 
 from __future__ import annotations
 
-import asyncio
-import json
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from _openai_server import FakeOpenAIServer
 from conftest import asyncio_host, trio_host
 
 from agybridge._env import env_flag
@@ -126,118 +125,7 @@ def test_leaving_a_streamed_chat_early_keeps_the_history_and_the_agent(runtime: 
 
 
 # -- over real HTTP: a local OpenAI-compatible server streaming SSE chat completions ----------
-
-
-class FakeOpenAIServer:
-    """``/v1/chat/completions`` with ``stream: true`` on 127.0.0.1, in its own thread and loop.
-
-    A user message gets a streamed ``tool_calls`` delta for ``weather(city=<message>)``; a
-    tool result gets the answer streamed in several ``content`` deltas. HTTP/1.1 keep-alive,
-    so ``connections`` counts the TCP connections the client's pool opened.
-    """
-
-    def __init__(self) -> None:
-        self.connections = 0
-        self.requests = 0
-        self.longest_history = 0
-        self.port = 0
-        self._ready = threading.Event()
-        self._stop: Any = None
-        self._loop: Any = None
-        self._thread = threading.Thread(target=self._main, name="fake-openai-server", daemon=True)
-
-    def __enter__(self) -> FakeOpenAIServer:
-        self._thread.start()
-        assert self._ready.wait(10), "the fake server did not start"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout=10)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def _main(self) -> None:
-        async def serve() -> None:
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
-            self.port = server.sockets[0].getsockname()[1]
-            self._ready.set()
-            async with server:
-                await asyncio.wait_for(self._stop.wait(), 120)  # a bounded lifetime
-
-        asyncio.run(serve())
-
-    @staticmethod
-    def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        body = {
-            "id": "chatcmpl-local",
-            "object": "chat.completion.chunk",
-            "created": 0,
-            "model": "local-model",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
-        return f"data: {json.dumps(body)}\n\n".encode()
-
-    def _events(self, request: dict[str, Any]) -> list[bytes]:
-        last = request["messages"][-1]
-        if last["role"] == "tool":
-            words = ["it ", "is ", f"{last['content']} ", "there."]
-            events = [self._chunk({"role": "assistant", "content": ""})]
-            events += [self._chunk({"content": word}) for word in words]
-            events.append(self._chunk({}, "stop"))
-        else:
-            args = json.dumps({"city": last["content"]})
-            call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "weather", "arguments": ""}}
-            events = [self._chunk({"role": "assistant", "tool_calls": [call]})]
-            for part in (args[:5], args[5:]):
-                events.append(self._chunk({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}))
-            events.append(self._chunk({}, "tool_calls"))
-        return [*events, b"data: [DONE]\n\n"]
-
-    async def _connection(self, reader: Any, writer: Any) -> None:
-        import h11
-
-        self.connections += 1
-        conn = h11.Connection(h11.SERVER)
-        try:
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    data = await reader.read(65536)
-                    conn.receive_data(data)
-                    if not data and conn.their_state is not h11.SEND_BODY:
-                        return
-                    continue
-                if isinstance(event, h11.Request):
-                    body = b""
-                    while not isinstance(event, h11.EndOfMessage):
-                        event = conn.next_event()
-                        if event is h11.NEED_DATA:
-                            conn.receive_data(await reader.read(65536))
-                        elif isinstance(event, h11.Data):
-                            body += event.data
-                    self.requests += 1
-                    request = json.loads(body)
-                    self.longest_history = max(self.longest_history, len(request["messages"]))
-                    assert request.get("stream") is True
-                    headers = [("content-type", "text/event-stream"), ("transfer-encoding", "chunked")]
-                    writer.write(conn.send(h11.Response(status_code=200, headers=headers)))
-                    for sse in self._events(request):
-                        writer.write(conn.send(h11.Data(data=sse)))
-                        await writer.drain()
-                    writer.write(conn.send(h11.EndOfMessage()))
-                    await writer.drain()
-                    conn.start_next_cycle()
-                elif isinstance(event, h11.ConnectionClosed):
-                    return
-        except (ConnectionError, h11.RemoteProtocolError):
-            return
-        finally:
-            writer.close()
+# (tests/_openai_server.py, shared with the OpenAI Agents SDK's tests)
 
 
 @pytest.mark.timeout(120)

@@ -15,6 +15,7 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
+from agybridge._agent_state import AgentBridgeState, is_async_callable
 from agybridge._backends._asyncio import bounded
 from agybridge._loop.callbacks import fire_hook_quietly
 from agybridge._loop.containment import log_failure, safe_repr
@@ -25,7 +26,6 @@ from agybridge._select import AgentRegistry
 from agybridge.commands import CallAgent, Chat, ChatStream, PyCommand, RegisterAgent, UnregisterAgent
 from agybridge.config import RuntimeConfig
 from agybridge.errors import AgentAlreadyRegisteredError, ChatTimeoutError, CommandCancelledError, UnknownAgentError
-from agybridge.state import AgentBridgeState, is_async_callable
 
 __all__ = ["AgentTable"]
 

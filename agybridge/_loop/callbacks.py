@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from agybridge import _select
+from agybridge._agent_state import HOOK_EVENTS, AgentBridgeState, Deny, Hook, Policy, Tool
 from agybridge._backends import HostLoop, await_oneshot, host_key
 from agybridge._loop.containment import call_tool_guarded, guard_async_tool, run_tool_guarded, safe_repr
 from agybridge._origin import Work, current_caller, current_owner, run_as_owner, set_caller
@@ -40,7 +41,6 @@ from agybridge.errors import (
     PolicyDeniedError,
     PolicyError,
 )
-from agybridge.state import HOOK_EVENTS, AgentBridgeState, Deny, Hook, Policy, Tool
 
 __all__ = [
     "callback_context",
@@ -346,7 +346,13 @@ def _host_gone(host: HostLoop) -> HostLoopError | None:
     return HostLoopError(f"the {name} this agent's async tools were registered from {why}")
 
 
-async def dispatch_tool(agent_id: str, tool_name: str, context: str | bytes | Mapping[str, Any] | None = None) -> Any:
+async def dispatch_tool(
+    agent_id: str,
+    tool_name: str,
+    context: str | bytes | Mapping[str, Any] | None = None,
+    *,
+    confirmed: bool = False,
+) -> Any:
     """Run host tool *tool_name* of agent *agent_id* with the arguments in *context*.
 
     What an agent SDK calls when its model asks for a tool. In order: look the agent and the tool
@@ -367,6 +373,10 @@ async def dispatch_tool(agent_id: str, tool_name: str, context: str | bytes | Ma
     :param tool_name: the tool's name.
     :param context: JSON text or bytes, or a mapping, whose ``"args"`` member holds the tool's
         keyword arguments (None: no arguments).
+    :param confirmed: the policies already approved this very call, through
+        :func:`dispatch_policy_confirm` in an SDK's own approval step (the OpenAI Agents SDK
+        adapter's ``needs_approval``), so they are not asked a second time: a policy that asks a
+        person, or counts calls, sees each call exactly once.
     :returns: what the tool returned.
     :raises Exception: the tool's own exception, unchanged, with its original traceback.
     :raises ToolError: the tool raised something that cannot cross the bridge as it is
@@ -397,7 +407,8 @@ async def dispatch_tool(agent_id: str, tool_name: str, context: str | bytes | Ma
                 f"tool {tool_name!r} of agent {agent_id!r} cannot take arguments {args!r}: {exc}"
             ) from None
     state.stats.tool_calls += 1
-    await _confirm(state, agent_id, tool_name, parsed)
+    if not confirmed:
+        await _confirm(state, agent_id, tool_name, parsed)
     if state.hooks.has("before_tool"):
         await fire_hook_quietly(state, agent_id, "before_tool", {"tool": tool_name, "args": args})
 

@@ -20,42 +20,37 @@ is not recorded).
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from pydantic_ai import Agent, ModelRetry, Tool
 from pydantic_ai.messages import ModelMessage, PartDeltaEvent, PartStartEvent, TextPart, TextPartDelta
 from pydantic_ai.toolsets import FunctionToolset
 
-from agybridge import BRIDGE_STATE, AgentBridgeState, dispatch_tool
-from agybridge.errors import PolicyDeniedError
-from agybridge.state import Tool as BridgeTool
+from agybridge import PolicyDeniedError
+from agybridge.adapters.base import ConversationAgent, HostTool, host_tools
 from agybridge.testing import planning_model
 
 __all__ = ["PydanticAIAgent", "bridge_tools", "demo_agent_factory", "pydantic_ai_agent"]
 
-_EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
 
-
-def _bridge_tool(agent_id: str, tool: BridgeTool) -> Tool[Any]:
+def _bridge_tool(host: HostTool) -> Tool[Any]:
     async def call_host(**kwargs: Any) -> Any:
+        # The policies are asked inside dispatch_tool: pydantic-ai runs the tool directly.
         try:
-            return await dispatch_tool(agent_id, tool.name, {"args": kwargs})
+            return await host.call(kwargs)
         except PolicyDeniedError as denial:
             raise ModelRetry(str(denial)) from denial
 
-    schema = dict(tool.parameters) or _EMPTY_SCHEMA
     sdk_tool: Tool[Any] = Tool.from_schema(
-        call_host, name=tool.name, description=tool.description or None, json_schema=schema
+        call_host, name=host.name, description=host.description or None, json_schema=dict(host.json_schema)
     )
     return sdk_tool
 
 
 def bridge_tools(agent_id: str) -> list[Tool[Any]]:
     """The agent's host tools (from ``BRIDGE_STATE``) as pydantic-ai tools."""
-    state: AgentBridgeState = BRIDGE_STATE.get(agent_id)
-    return [_bridge_tool(agent_id, tool) for tool in state.tools.values()]
+    return [_bridge_tool(host) for host in host_tools(agent_id)]
 
 
 def _text_of(event: object) -> str:
@@ -67,23 +62,17 @@ def _text_of(event: object) -> str:
     return ""
 
 
-class PydanticAIAgent:
+class PydanticAIAgent(ConversationAgent[ModelMessage]):
     """A pydantic-ai ``Agent`` that satisfies agybridge's agent protocol.
 
     Create it on the runtime loop (through :func:`pydantic_ai_agent`, a factory for
-    ``register_agent``), like every agent object.
+    ``register_agent``), like every agent object. Its ``history`` is the conversation so far
+    (every message of every completed chat).
     """
 
     def __init__(self, agent_id: str, agent: Agent[Any, Any]) -> None:
-        self.agent_id = agent_id
+        super().__init__(agent_id)
         self.agent = agent
-        self._history: list[ModelMessage] = []
-        self._turn = asyncio.Lock()
-
-    @property
-    def history(self) -> Sequence[ModelMessage]:
-        """The conversation so far (every message of every chat)."""
-        return tuple(self._history)
 
     async def chat(self, message: str) -> str:
         """One chat turn: run the pydantic-ai agent on *message*, continuing the conversation.
@@ -103,7 +92,7 @@ class PydanticAIAgent:
             # Built per chat, so tools added to the bridge state later are offered too.
             toolset = FunctionToolset(bridge_tools(self.agent_id))
             result = await self.agent.run(message, message_history=self._history or None, toolsets=[toolset])
-            self._history = list(result.all_messages())
+            self._keep(result.all_messages())
         output = result.output
         return output if isinstance(output, str) else str(output)
 
@@ -120,13 +109,7 @@ class PydanticAIAgent:
                             text = _text_of(event)
                             if text:
                                 yield text
-            self._history = list(run.all_messages())
-
-    async def aclose(self) -> None:
-        """Forget the conversation; the runtime awaits it on its loop when the agent is unregistered or
-        replaced, or the runtime stops.
-        """
-        self._history = []
+            self._keep(run.all_messages())
 
 
 def pydantic_ai_agent(agent_id: str, make_agent: Callable[[], Agent[Any, Any]]) -> Callable[[], PydanticAIAgent]:
