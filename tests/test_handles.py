@@ -13,6 +13,7 @@ from conftest import asyncio_host, make_config, settled, trio_host
 
 from agybridge import (
     AgentHandle,
+    AgentMethod,
     CommandCancelledError,
     OperationTimeoutError,
     PythonRuntime,
@@ -94,6 +95,51 @@ def test_aio_face_from_asyncio_and_trio(runtime: PythonRuntime, agent: Summarize
     expected = ("s: hi", "a b c", "d e", runtime.config.thread_name)
     assert asyncio_host(host) == expected
     assert trio_host(host) == expected
+
+
+def test_a_method_reached_by_name_carries_aio_as_a_wrapped_function_does(
+    runtime: PythonRuntime, agent: Summarizer
+) -> None:
+    handle = runtime.agent("s1", Summarizer)
+    method = handle.summarize
+    assert isinstance(method, AgentMethod)
+    assert repr(method) == "<AgentMethod 'summarize' of <AgentHandle 's1' Summarizer>>"
+    assert method("a b c", words=1) == "a"
+
+    async def host() -> tuple[str, int, str]:
+        return (
+            await handle.summarize.aio("a b c", words=3),
+            await handle.remember.aio("x"),
+            await handle.where.aio(),
+        )
+
+    assert asyncio_host(host) == ("a b c", 1, runtime.config.thread_name)
+    assert trio_host(host) == ("a b c", 2, runtime.config.thread_name)
+    assert agent.notes == ["x", "x"]
+
+    async def missing() -> None:
+        await handle.missing.aio()
+
+    with pytest.raises(AttributeError, match=r"'s1'.*'missing'"):
+        asyncio_host(missing)
+
+
+def test_cancelled_aio_of_a_method_cancels_it(runtime: PythonRuntime, agent: Summarizer) -> None:
+    handle = runtime.agent("s1", Summarizer)
+
+    async def host() -> bool:
+        task = asyncio.ensure_future(handle.stall.aio())
+        await asyncio.get_running_loop().run_in_executor(None, agent.started.wait, 10)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return True
+        return False
+
+    assert asyncio_host(host) is True
+    assert agent.cancelled.wait(10)
+    assert settled(runtime).cancelled == 1
 
 
 def test_errors_name_the_agent_and_the_method(runtime: PythonRuntime, agent: Summarizer) -> None:
