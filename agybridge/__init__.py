@@ -70,7 +70,7 @@ from agybridge.lowlevel import (
 from agybridge.runtime import PythonRuntime
 from agybridge.state import HOOK_EVENTS, AgentBridgeState, Deny, HookRunner, PolicySet, Tool
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "BRIDGE_STATE",
