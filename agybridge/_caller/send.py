@@ -162,8 +162,10 @@ class Sender:
         self.config = config
         self.oneshot: Callable[[], Oneshot] = core.Oneshot
         self._door = door
-        #: The bound of one round trip (``RuntimeConfig.operation_timeout``).
-        self.operation_timeout: float = config.round_trip_timeout
+        #: The bound of one round trip (``RuntimeConfig.operation_timeout``, never None once built).
+        operation_timeout = config.operation_timeout
+        assert operation_timeout is not None
+        self.operation_timeout: float = operation_timeout
         self._caller_spin = config.caller_spin
         self._max_in_flight = config.max_in_flight
 
