@@ -142,9 +142,6 @@ agy_set_max_spinners(max(0, (os.cpu_count() or 1) - 1))
 
 __all__ = ["IMPLEMENTATION", "AgentRegistry", "Channel", "CommandQueue", "Oneshot", "set_max_spinners"]
 
-# Which core this is; agybridge._select reports what it actually loaded from here.
-IMPLEMENTATION = "cython"
-
 # --------------------------------------------------------------------------------------
 # Shared helpers
 # --------------------------------------------------------------------------------------
