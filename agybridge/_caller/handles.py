@@ -168,12 +168,7 @@ class AioAgentHandle(_HandleBase[A]):
     __slots__ = ()
 
     async def chat(self, message: str) -> str:
-        """One chat turn, exactly as :meth:`PythonRuntime.achat`.
-
-        :returns: the agent's reply.
-        :raises UnknownAgentError: no agent is registered under the handle's id.
-        :raises ChatTimeoutError: the chat turn outlasted ``config.chat_timeout``.
-        """
+        """:meth:`AgentHandle.chat`, awaited (as :meth:`PythonRuntime.achat`)."""
         reply: str = await self._sender.asend(
             Chat(self._agent_id, message, oneshot=self._sender.oneshot()), self._timeout
         )
@@ -188,16 +183,7 @@ class AioAgentHandle(_HandleBase[A]):
     async def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any: ...
 
     async def call(self, method: Any, /, *args: Any, **kwargs: Any) -> Any:
-        """Await ``agent.<method>(*args, **kwargs)`` run on the runtime loop.
-
-        :param method: the agent class's function or its name.
-        :returns: what the method returned.
-        :raises Exception: what the method raised.
-        :raises UnknownAgentError: no agent is registered under the handle's id.
-        :raises AttributeError: the agent has no such method.
-        :raises TypeError: the registered agent is not an instance of the handle's class.
-        :raises OperationTimeoutError: the call outlasted the handle's timeout.
-        """
+        """:meth:`AgentHandle.call`, awaited; cancelling the await cancels the method on the runtime loop."""
         return await self._sender.asend(self._command(method, args, kwargs), self._timeout)
 
     def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
