@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import threading
 from types import ModuleType
 
 import pytest
-from conftest import asyncio_host, make_config, settled, trio_host
+from conftest import asyncio_host, call_in_thread, cancel_once_started, ctrl_c_once, make_config, settled, trio_host
 
 from agybridge import (
     AgentHandle,
@@ -128,14 +126,7 @@ def test_cancelled_aio_of_a_method_cancels_it(runtime: PythonRuntime, agent: Sum
     handle = runtime.agent("s1", Summarizer)
 
     async def host() -> bool:
-        task = asyncio.ensure_future(handle.stall.aio())
-        await asyncio.get_running_loop().run_in_executor(None, agent.started.wait, 10)
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            return True
-        return False
+        return await cancel_once_started(handle.stall.aio(), agent.started)
 
     assert asyncio_host(host) is True
     assert agent.cancelled.wait(10)
@@ -175,14 +166,7 @@ def test_cancelled_aio_call_cancels_the_method(runtime: PythonRuntime, agent: Su
     handle = runtime.agent("s1", Summarizer)
 
     async def host() -> bool:
-        task = asyncio.ensure_future(handle.aio.stall())
-        await asyncio.get_running_loop().run_in_executor(None, agent.started.wait, 10)
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            return True
-        return False
+        return await cancel_once_started(handle.aio.stall(), agent.started)
 
     assert asyncio_host(host) is True
     assert agent.cancelled.wait(10)
@@ -206,14 +190,7 @@ def test_cancelled_aio_call_cancels_the_method(runtime: PythonRuntime, agent: Su
 
 
 def test_ctrl_c_interrupts_a_handle_call_and_cancels_it(runtime: PythonRuntime, agent: Summarizer) -> None:
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signals are delivered to the main thread")
-
-    def interrupt_when_started() -> None:
-        if agent.started.wait(10):
-            os.kill(os.getpid(), signal.SIGINT)
-
-    threading.Thread(target=interrupt_when_started).start()
+    ctrl_c_once(agent.started)
     with pytest.raises(KeyboardInterrupt):
         runtime.agent("s1").stall()
     assert agent.cancelled.wait(10)
@@ -223,16 +200,7 @@ def test_unregister_fails_in_flight_calls_and_replace_reaches_the_new_agent(
     runtime: PythonRuntime, agent: Summarizer
 ) -> None:
     handle = runtime.agent("s1", Summarizer)
-    errors: list[BaseException] = []
-
-    def caller() -> None:
-        try:
-            handle.stall()
-        except BaseException as exc:
-            errors.append(exc)
-
-    waiter = threading.Thread(target=caller)
-    waiter.start()
+    waiter, errors = call_in_thread(handle.stall)
     assert agent.started.wait(10)
     runtime.register_agent("s1", lambda: Summarizer("second"), replace=True)
     waiter.join(10)
@@ -249,16 +217,7 @@ def test_shutdown_fails_in_flight_and_later_handle_calls(core: ModuleType) -> No
     made: list[Summarizer] = []
     rt.register_agent("s1", lambda: made.append(Summarizer()) or made[-1])
     handle = rt.agent("s1", Summarizer)
-    errors: list[BaseException] = []
-
-    def caller() -> None:
-        try:
-            handle.stall()
-        except BaseException as exc:
-            errors.append(exc)
-
-    waiter = threading.Thread(target=caller)
-    waiter.start()
+    waiter, errors = call_in_thread(handle.stall)
     assert made[0].started.wait(10)
     rt.shutdown(timeout=10)
     waiter.join(10)

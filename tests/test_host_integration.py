@@ -176,7 +176,10 @@ def _host_state() -> AgentBridgeState:
     return AgentBridgeState(tools=[Tool.from_function(_host_tool)])
 
 
-def test_blocking_chat_on_the_asyncio_loop_hosting_its_tools_raises_deadlock(runtime: PythonRuntime) -> None:
+def _blocking_chat_on_its_host(runtime: PythonRuntime, host_runner: Callable[..., Any]) -> tuple[BaseException, float]:
+    """Register an agent from a host (asyncio or trio) whose tools it hosts, then chat with it
+    blocking from that host's own thread: the DeadlockError raised, and how long it took."""
+
     async def host() -> tuple[BaseException, float]:
         await runtime.aregister_agent("hosted", lambda: CallingAgent("hosted"), _host_state())
         started = time.monotonic()
@@ -184,21 +187,19 @@ def test_blocking_chat_on_the_asyncio_loop_hosting_its_tools_raises_deadlock(run
             runtime.chat("hosted", "_host_tool")
         return info.value, time.monotonic() - started
 
-    error, took = asyncio_host(host)
+    result: tuple[BaseException, float] = host_runner(host)
+    return result
+
+
+def test_blocking_chat_on_the_asyncio_loop_hosting_its_tools_raises_deadlock(runtime: PythonRuntime) -> None:
+    error, took = _blocking_chat_on_its_host(runtime, asyncio_host)
     assert took < 1.0
     assert "'hosted'" in str(error) and "asyncio loop" in str(error) and "achat" in str(error)
     assert runtime.metrics().in_flight == 0
 
 
 def test_blocking_chat_in_the_trio_run_hosting_its_tools_raises_deadlock(runtime: PythonRuntime) -> None:
-    async def host() -> tuple[BaseException, float]:
-        await runtime.aregister_agent("hosted", lambda: CallingAgent("hosted"), _host_state())
-        started = time.monotonic()
-        with pytest.raises(DeadlockError) as info:
-            runtime.chat("hosted", "_host_tool")
-        return info.value, time.monotonic() - started
-
-    error, took = trio_host(host)
+    error, took = _blocking_chat_on_its_host(runtime, trio_host)
     assert took < 1.0
     assert "'hosted'" in str(error) and "trio run" in str(error) and "achat" in str(error)
 
