@@ -145,6 +145,19 @@ async def cancel_once_started(awaitable: Any, started: threading.Event) -> bool:
     return False
 
 
+async def trio_cancel_once_started(started: threading.Event, fn: Callable[..., Any], *args: Any) -> bool:
+    """The trio twin of :func:`cancel_once_started`: run ``fn(*args)`` in a nursery and cancel
+    its scope once *started* is set. True if the scope caught the cancellation."""
+    import trio
+
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fn, *args)
+            await trio.to_thread.run_sync(started.wait, 10)
+            scope.cancel()
+    return bool(scope.cancelled_caught)
+
+
 def ctrl_c_once(started: threading.Event) -> None:
     """Press Ctrl-C (SIGINT to this process) once *started* is set, from another thread.
 
@@ -200,3 +213,11 @@ class CallsTool:
 
 async def ping() -> str:
     return "pong"
+
+
+async def self_cancelling() -> None:
+    """A command whose task cancels itself on the runtime loop: cancelled by no caller."""
+    task = asyncio.current_task()
+    assert task is not None
+    task.cancel()
+    await asyncio.sleep(1)

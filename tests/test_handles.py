@@ -7,7 +7,16 @@ import threading
 from types import ModuleType
 
 import pytest
-from conftest import asyncio_host, call_in_thread, cancel_once_started, ctrl_c_once, make_config, settled, trio_host
+from conftest import (
+    asyncio_host,
+    call_in_thread,
+    cancel_once_started,
+    ctrl_c_once,
+    make_config,
+    settled,
+    trio_cancel_once_started,
+    trio_host,
+)
 
 from agybridge import (
     AgentHandle,
@@ -171,18 +180,11 @@ def test_cancelled_aio_call_cancels_the_method(runtime: PythonRuntime, agent: Su
     assert asyncio_host(host) is True
     assert agent.cancelled.wait(10)
 
-    import trio
-
     agent.started.clear()
     agent.cancelled.clear()
 
     async def trio_host_fn() -> bool:
-        with trio.CancelScope() as scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(handle.aio.stall)
-                await trio.to_thread.run_sync(agent.started.wait, 10)
-                scope.cancel()
-        return scope.cancelled_caught
+        return await trio_cancel_once_started(agent.started, handle.aio.stall)
 
     assert trio_host(trio_host_fn) is True
     assert agent.cancelled.wait(10)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import trio
-from conftest import asyncio_host, in_thread, trio_host
+from conftest import asyncio_host, in_thread, remote_probe, trio_cancel_once_started, trio_host
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -384,24 +384,10 @@ def test_trio_await_in_a_cancelled_scope_never_submits(runtime: PythonRuntime) -
 
 
 def test_trio_cancel_after_submission_cancels_the_command(runtime: PythonRuntime) -> None:
-    started = threading.Event()
-    cancelled = threading.Event()
-
-    async def command() -> None:
-        started.set()
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
+    command, started, cancelled = remote_probe()
 
     async def main() -> bool:
-        with trio.CancelScope() as scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(runtime.arun, command)
-                await trio.to_thread.run_sync(started.wait, 10)
-                scope.cancel()
-        return bool(scope.cancelled_caught)
+        return await trio_cancel_once_started(started, runtime.arun, command)
 
     assert trio_host(main)
     assert cancelled.wait(10)
@@ -555,11 +541,7 @@ def test_thread_sensitive_tool_of_a_cancelled_trio_caller_fails_typed(runtime: P
     runtime.register_agent("late", lambda: agent, _gone_state(ran))
 
     async def host() -> None:
-        with trio.CancelScope() as scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(runtime.achat, "late", "query")
-                await trio.to_thread.run_sync(agent.started.wait, 10)
-                scope.cancel()
+        await trio_cancel_once_started(agent.started, runtime.achat, "late", "query")
 
     trio_host(host)
     gate.set()

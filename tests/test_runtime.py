@@ -22,7 +22,9 @@ from conftest import (
     in_thread,
     make_config,
     remote_probe,
+    self_cancelling,
     settled,
+    trio_cancel_once_started,
     trio_host,
 )
 
@@ -328,17 +330,11 @@ def test_asyncio_caller_cancellation_cancels_the_remote_task(runtime: PythonRunt
 
 
 def test_trio_caller_cancellation_cancels_the_remote_task(runtime: PythonRuntime) -> None:
-    import trio
 
     long_running, started, cancelled = remote_probe()
 
     async def host() -> bool:
-        with trio.CancelScope() as scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(runtime.arun, long_running)
-                await trio.to_thread.run_sync(started.wait, 10)
-                scope.cancel()
-        return scope.cancelled_caught
+        return await trio_cancel_once_started(started, runtime.arun, long_running)
 
     assert trio_host(host) is True
     assert cancelled.wait(10)
@@ -381,12 +377,6 @@ def test_cancel_before_the_remote_task_exists(runtime: PythonRuntime) -> None:
 
 
 def test_task_cancelled_on_the_loop_reports_cancellation(runtime: PythonRuntime) -> None:
-    async def self_cancelling() -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        task.cancel()
-        await asyncio.sleep(1)
-
     with pytest.raises(CommandCancelledError):
         runtime.run(self_cancelling)
 

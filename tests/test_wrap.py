@@ -15,7 +15,9 @@ from conftest import (
     ctrl_c_once,
     make_config,
     remote_probe,
+    self_cancelling,
     settled,
+    trio_cancel_once_started,
     trio_host,
 )
 
@@ -116,18 +118,11 @@ def test_cancelled_aio_call_cancels_the_remote_task(runtime: PythonRuntime) -> N
     assert asyncio_host(asyncio_caller) is True
     assert cancelled.wait(10)
 
-    import trio
-
     started.clear()
     cancelled.clear()
 
     async def trio_caller() -> bool:
-        with trio.CancelScope() as scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(slow.aio)
-                await trio.to_thread.run_sync(started.wait, 10)
-                scope.cancel()
-        return scope.cancelled_caught
+        return await trio_cancel_once_started(started, slow.aio)
 
     assert trio_host(trio_caller) is True
     assert cancelled.wait(10)
@@ -135,15 +130,8 @@ def test_cancelled_aio_call_cancels_the_remote_task(runtime: PythonRuntime) -> N
 
 
 def test_task_cancelled_on_the_loop_reports_cancellation(runtime: PythonRuntime) -> None:
-    @runtime.wrap
-    async def self_cancelling() -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        task.cancel()
-        await asyncio.sleep(1)
-
     with pytest.raises(CommandCancelledError):
-        self_cancelling()
+        runtime.wrap(self_cancelling)()
 
 
 def test_ctrl_c_interrupts_a_wrapped_call_and_cancels_the_task(runtime: PythonRuntime) -> None:
