@@ -37,11 +37,12 @@ def core(request: pytest.FixtureRequest) -> ModuleType:
 
 import asyncio  # noqa: E402
 import concurrent.futures  # noqa: E402
+import contextlib  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
+from collections.abc import Callable, Generator, Iterator  # noqa: E402
 from typing import Any, TypeVar  # noqa: E402
 
 from agybridge import BRIDGE_STATE, PythonRuntime, RuntimeConfig, RuntimeMetrics, dispatch_tool  # noqa: E402
@@ -171,6 +172,21 @@ def ctrl_c_once(started: threading.Event) -> None:
             os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=interrupt_when_started).start()
+
+
+@contextlib.contextmanager
+def ctrl_c_soon(delay: float = 0.05) -> Generator[None, None, None]:
+    """Press Ctrl-C *delay* seconds into the block, unless it ended first.
+
+    For a wait that blocks until interrupted: whether the signal lands before the wait starts
+    or during it, the block raises KeyboardInterrupt, so the verdict does not depend on timing.
+    """
+    timer = threading.Timer(delay, os.kill, args=(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def call_in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, list[BaseException]]:

@@ -444,28 +444,31 @@ def test_thread_bound_resource_fails_in_a_worker_without_the_flag(runtime: Pytho
         runtime.chat("unbound", "query")
 
 
-def test_thread_sensitive_tool_runs_on_an_asyncio_callers_loop_thread(runtime: PythonRuntime) -> None:
+def _chat_from_a_host_with_a_thread_bound_tool(
+    runtime: PythonRuntime, host_runner: Callable[..., Any], thread_name: str, label: str
+) -> str:
+    """Chat, from a host (asyncio or trio) whose thread opened the tool's resource, with an
+    agent whose thread-sensitive tool uses it: the tool's reply."""
     bound = _ThreadBound()
     runtime.register_agent("bound", lambda: CallingAgent("bound"), _bound_state(bound, per_tool=True))
 
     async def host() -> str:
-        threading.current_thread().name = "asyncio-caller"
-        bound.open_here("aio")
+        threading.current_thread().name = thread_name
+        bound.open_here(label)
         return await runtime.achat("bound", "query")
 
-    assert asyncio_host(host) == "aio/aio/asyncio-caller"
+    reply: str = host_runner(host)
+    return reply
+
+
+def test_thread_sensitive_tool_runs_on_an_asyncio_callers_loop_thread(runtime: PythonRuntime) -> None:
+    reply = _chat_from_a_host_with_a_thread_bound_tool(runtime, asyncio_host, "asyncio-caller", "aio")
+    assert reply == "aio/aio/asyncio-caller"
 
 
 def test_thread_sensitive_tool_runs_on_a_trio_callers_thread(runtime: PythonRuntime) -> None:
-    bound = _ThreadBound()
-    runtime.register_agent("bound", lambda: CallingAgent("bound"), _bound_state(bound, per_tool=True))
-
-    async def host() -> str:
-        threading.current_thread().name = "trio-caller"
-        bound.open_here("trio")
-        return await runtime.achat("bound", "query")
-
-    assert trio_host(host) == "trio/trio/trio-caller"
+    reply = _chat_from_a_host_with_a_thread_bound_tool(runtime, trio_host, "trio-caller", "trio")
+    assert reply == "trio/trio/trio-caller"
 
 
 class DetachedAgent:
