@@ -506,23 +506,33 @@ def _gone_state(ran: list[str]) -> AgentBridgeState:
     return AgentBridgeState(tools=[Tool.from_function(lambda: ran.append("x"), name="query", thread_sensitive=True)])
 
 
-def test_thread_sensitive_tool_of_a_timed_out_sync_caller_fails_typed(runtime: PythonRuntime) -> None:
-    gate, ran = threading.Event(), []
-    agent = DetachedAgent("late", gate)
+def _late_agent(runtime: PythonRuntime) -> tuple[DetachedAgent, list[str]]:
+    """Agent "late", whose thread-sensitive tool call comes once its gate opens, and the list
+    the tool appends to if it ever runs."""
+    ran: list[str] = []
+    agent = DetachedAgent("late", threading.Event())
     runtime.register_agent("late", lambda: agent, _gone_state(ran))
-    with pytest.raises(TimeoutError):
-        runtime.chat("late", "query", timeout=0.2)
-    gate.set()
+    return agent, ran
+
+
+def _assert_the_late_call_failed_typed(agent: DetachedAgent) -> None:
+    """Open the gate now that the caller is gone: its tool call fails with CallerGoneError."""
+    agent.gate.set()
     assert agent.finished.wait(10)
     assert [type(e) for e in agent.errors] == [CallerGoneError]
+
+
+def test_thread_sensitive_tool_of_a_timed_out_sync_caller_fails_typed(runtime: PythonRuntime) -> None:
+    agent, ran = _late_agent(runtime)
+    with pytest.raises(TimeoutError):
+        runtime.chat("late", "query", timeout=0.2)
+    _assert_the_late_call_failed_typed(agent)
     assert "stopped waiting" in str(agent.errors[0])
     assert ran == []
 
 
 def test_thread_sensitive_tool_of_a_cancelled_asyncio_caller_fails_typed(runtime: PythonRuntime) -> None:
-    gate, ran = threading.Event(), []
-    agent = DetachedAgent("late", gate)
-    runtime.register_agent("late", lambda: agent, _gone_state(ran))
+    agent, ran = _late_agent(runtime)
 
     async def host() -> None:
         task = asyncio.ensure_future(runtime.achat("late", "query"))
@@ -532,24 +542,18 @@ def test_thread_sensitive_tool_of_a_cancelled_asyncio_caller_fails_typed(runtime
             await task
 
     asyncio_host(host)
-    gate.set()
-    assert agent.finished.wait(10)
-    assert [type(e) for e in agent.errors] == [CallerGoneError]
+    _assert_the_late_call_failed_typed(agent)
     assert ran == []
 
 
 def test_thread_sensitive_tool_of_a_cancelled_trio_caller_fails_typed(runtime: PythonRuntime) -> None:
-    gate, ran = threading.Event(), []
-    agent = DetachedAgent("late", gate)
-    runtime.register_agent("late", lambda: agent, _gone_state(ran))
+    agent, ran = _late_agent(runtime)
 
     async def host() -> None:
         await trio_cancel_once_started(agent.started, runtime.achat, "late", "query")
 
     trio_host(host)
-    gate.set()
-    assert agent.finished.wait(10)
-    assert [type(e) for e in agent.errors] == [CallerGoneError]
+    _assert_the_late_call_failed_typed(agent)
     assert ran == []
 
 
