@@ -189,6 +189,17 @@ def ctrl_c_soon(delay: float = 0.05) -> Generator[None, None, None]:
         timer.cancel()
 
 
+def run_drivers(driver: Callable[[int], None], count: int, timeout: float) -> None:
+    """Run ``driver(k)`` for k in range(*count*), each in its own thread, and join them all
+    within *timeout* seconds each; fails if any is still running (a hung caller)."""
+    threads = [threading.Thread(target=driver, args=(k,)) for k in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+    assert not any(t.is_alive() for t in threads), "a driver thread is still running"
+
+
 def call_in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, list[BaseException]]:
     """Start ``fn()`` in a new thread, a caller blocked in the runtime.
 
