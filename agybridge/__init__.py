@@ -9,7 +9,7 @@ whose one thread runs every agent coroutine; agents call back into the host thro
 
 from agybridge._caller.context_managers import AsyncRemoteContext, RemoteContext
 from agybridge._caller.futures import CommandFuture
-from agybridge._caller.handles import AgentHandle, AioAgentHandle
+from agybridge._caller.handles import AgentHandle, AgentMethod, AioAgentHandle
 from agybridge._caller.streams import AsyncStream, BlockingStream
 from agybridge._caller.wrap import AioWrapped, Wrapped
 from agybridge._loop.callbacks import dispatch_hook, dispatch_policy_confirm, dispatch_tool, parse_context
@@ -70,7 +70,7 @@ from agybridge.lowlevel import (
 from agybridge.runtime import PythonRuntime
 from agybridge.state import HOOK_EVENTS, AgentBridgeState, Deny, HookRunner, PolicySet, Tool
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "BRIDGE_STATE",
@@ -81,6 +81,7 @@ __all__ = [
     "AgentAlreadyRegisteredError",
     "AgentBridgeState",
     "AgentHandle",
+    "AgentMethod",
     "AgentOwnershipError",
     "AgentRegistry",
     "AgyBridgeError",

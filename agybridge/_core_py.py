@@ -34,11 +34,9 @@ from agybridge.errors import (
 
 __all__ = ["IMPLEMENTATION", "AgentRegistry", "Channel", "CommandQueue", "Oneshot", "set_max_spinners"]
 
-# Which core this is; agybridge._select reports what it actually loaded from here.
+#: Which implementation this module is: the pure-Python twin (agybridge._select reports what it
+#: actually loaded from here).
 IMPLEMENTATION: Literal["cython", "python"] = "python"
-
-#: Which implementation this module is: the pure-Python twin.
-IMPLEMENTATION = "python"
 
 # --------------------------------------------------------------------------------------
 # Shared helpers
@@ -66,10 +64,8 @@ def _check_timeout(timeout: float | None) -> float:
 
 
 def set_max_spinners(n: int) -> None:
-    """Cap the number of threads spinning at once (0 disables spinning everywhere).
-
-    The twin never spins (a Python loop would hold the GIL), so this only validates *n*.
-    """
+    """Cap the number of threads spinning at once (0 disables spinning everywhere)."""
+    # The twin never spins (a Python loop would hold the GIL), so this only validates *n*.
     if n < 0:
         raise ValueError(f"max spinners must be >= 0, not {n}")
 

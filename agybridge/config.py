@@ -149,8 +149,8 @@ class RuntimeConfig:
     #: Seconds the idle runtime loop polls the command queue before sleeping in its
     #: selector, so a caller's next command is picked up without a wake-up. Only when no
     #: other callback is ready. Off by default: with callers spinning too, two spinners
-    #: and the GIL hand-offs between them thrash a 2-core machine (the README's performance
-    #: section has the figures). Worth trying where the runtime thread has a core to itself
+    #: and the GIL hand-offs between them thrash a 2-core machine (the site's performance
+    #: page, docs/performance.md, has the figures). Worth trying where the runtime thread has a core to itself
     #: and callers send back to back. 0 disables.
     loop_spin: float = 0.0
 
@@ -180,6 +180,10 @@ class RuntimeConfig:
 
     @property
     def round_trip_timeout(self) -> float:
-        """``operation_timeout`` as a float (it is never None after construction)."""
+        """An alias of :attr:`operation_timeout`, kept so code written for 0.1 and 0.2 keeps working.
+
+        ``operation_timeout`` is the one name of this bound; agybridge itself no longer reads the
+        alias. It is typed ``float`` (``operation_timeout`` is never None after construction).
+        """
         assert self.operation_timeout is not None
         return self.operation_timeout

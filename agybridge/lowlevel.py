@@ -1,10 +1,11 @@
 """The building blocks under :class:`~agybridge.PythonRuntime`, for code that drives them itself.
 
 As ``trio.lowlevel`` does for trio: the compiled core's primitives (a single-assignment
-:class:`Oneshot`, the multi-producer :class:`CommandQueue`, the bounded stream
-:class:`Channel`, the :class:`AgentRegistry`) and the command classes a caller may build
-and hand to :meth:`PythonRuntime.send_command`. :data:`IMPLEMENTATION` names the core in
-use (``"cython"`` or ``"python"``). Every name here is also importable from :mod:`agybridge`.
+:class:`~agybridge.Oneshot`, the multi-producer :class:`~agybridge.CommandQueue`, the bounded
+stream :class:`~agybridge.Channel`, the :class:`~agybridge.AgentRegistry`) and the command
+classes a caller may build and hand to :meth:`~agybridge.PythonRuntime.send_command`.
+:data:`~agybridge.IMPLEMENTATION` names the core in use (``"cython"`` or ``"python"``). Every
+name here is also importable from :mod:`agybridge`, and documented there.
 """
 
 from agybridge._select import IMPLEMENTATION, AgentRegistry, Channel, CommandQueue, Oneshot

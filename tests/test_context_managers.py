@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import asyncio_host, in_thread, make_config, trio_host
+from conftest import asyncio_host, cancel_once_started, ctrl_c_once, in_thread, make_config, trio_host
 
 from agybridge import CommandCancelledError, DeadlockError, OperationTimeoutError, PythonRuntime, RuntimeShutdownError
 
@@ -33,9 +31,11 @@ class Recorder:
         self.exit_exc: BaseException | None = None
         self.exit_cancelled = threading.Event()
         self.enter_cancelled = threading.Event()
+        self.entering = threading.Event()  # set once __aenter__ runs, in its task
 
     async def __aenter__(self) -> Recorder:
         self.enter_task = asyncio.current_task()
+        self.entering.set()
         self.thread = threading.current_thread().name
         try:
             if self.enter_delay:
@@ -182,16 +182,9 @@ def test_timeouts_on_enter_and_on_exit_cancel_the_holder(runtime: PythonRuntime)
 
 
 def test_ctrl_c_in_the_body_reaches_aexit(runtime: PythonRuntime) -> None:
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signals are delivered to the main thread")
     recorder = Recorder()
     in_body = threading.Event()
-
-    def interrupt_in_body() -> None:
-        if in_body.wait(10):
-            os.kill(os.getpid(), signal.SIGINT)
-
-    threading.Thread(target=interrupt_in_body).start()
+    ctrl_c_once(in_body)
     with pytest.raises(KeyboardInterrupt):
         with runtime.enter(recorder):
             in_body.set()
@@ -201,21 +194,8 @@ def test_ctrl_c_in_the_body_reaches_aexit(runtime: PythonRuntime) -> None:
 
 
 def test_ctrl_c_while_entering_cancels_the_enter(runtime: PythonRuntime) -> None:
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signals are delivered to the main thread")
     recorder = Recorder(enter_delay=30)
-
-    async def started() -> bool:
-        return recorder.enter_task is not None
-
-    def interrupt_while_entering() -> None:
-        for _ in range(1000):
-            if runtime.run(started):
-                os.kill(os.getpid(), signal.SIGINT)
-                return
-            threading.Event().wait(0.01)
-
-    threading.Thread(target=interrupt_while_entering).start()
+    ctrl_c_once(recorder.entering)
     with pytest.raises(KeyboardInterrupt):
         with runtime.enter(recorder, timeout=30):
             pytest.fail("the body must not run")  # pragma: no cover
@@ -296,15 +276,7 @@ def test_cancelled_asyncio_caller_while_entering_cancels_the_enter(runtime: Pyth
     recorder = Recorder(enter_delay=30)
 
     async def host() -> bool:
-        task = asyncio.ensure_future(runtime.aenter(recorder).__aenter__())
-        while recorder.enter_task is None:
-            await asyncio.sleep(0.01)
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            return True
-        return False
+        return await cancel_once_started(runtime.aenter(recorder).__aenter__(), recorder.entering)
 
     assert asyncio_host(host) is True
     assert recorder.enter_cancelled.wait(10) and not recorder.exited.is_set()

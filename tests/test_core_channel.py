@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 import sys
 import threading
 import traceback
@@ -13,6 +11,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from conftest import ctrl_c_soon
 
 from agybridge.errors import QueueClosedError
 
@@ -263,13 +262,8 @@ def test_wait_timeout_returns_false_and_leaves_the_channel_usable(core: ModuleTy
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="needs the main thread")
 def test_ctrl_c_interrupts_a_blocked_wait(core: ModuleType) -> None:
     channel = core.Channel(2)
-    timer = threading.Timer(0.05, os.kill, args=(os.getpid(), signal.SIGINT))
-    timer.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            channel.wait(timeout=30)
-    finally:
-        timer.cancel()
+    with ctrl_c_soon(), pytest.raises(KeyboardInterrupt):
+        channel.wait(timeout=30)
     assert channel.take() == [] and not channel.ended
     # The interrupted wait left nothing behind: the next waits time out and wake as usual.
     assert channel.wait(timeout=0.02) is False

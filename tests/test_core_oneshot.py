@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 import time
@@ -14,6 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import _load as load_core
+from conftest import ctrl_c_soon
 
 from agybridge.errors import CommandCancelledError, WaitTimeoutError
 
@@ -283,13 +283,8 @@ def test_repr_names_the_state(core: ModuleType) -> None:
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="needs the main thread")
 def test_ctrl_c_interrupts_a_blocked_wait(core: ModuleType) -> None:
     shot = core.Oneshot()
-    timer = threading.Timer(0.05, os.kill, args=(os.getpid(), signal.SIGINT))
-    timer.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            shot.result(timeout=30)
-    finally:
-        timer.cancel()
+    with ctrl_c_soon(), pytest.raises(KeyboardInterrupt):
+        shot.result(timeout=30)
     assert not shot.done()
 
 

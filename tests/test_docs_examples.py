@@ -49,6 +49,19 @@ def test_every_public_name_is_in_the_api_reference() -> None:
     assert not missing, f"public names missing from docs/reference/api.rst: {missing}"
 
 
+def test_every_lowlevel_name_is_in_the_api_reference() -> None:
+    """agybridge.lowlevel has its section, naming each of its names (documented under agybridge)."""
+    import agybridge.lowlevel
+
+    api = (DOCS / "reference" / "api.rst").read_text()
+    assert ".. automodule:: agybridge.lowlevel" in api
+    section = api.split(".. automodule:: agybridge.lowlevel", 1)[1].split("\n---", 1)[0]
+    listed = set(re.findall(r"`~agybridge\.(\w+)`", section))
+    missing = sorted(set(agybridge.lowlevel.__all__) - listed)
+    assert not missing, f"agybridge.lowlevel names missing from its section of docs/reference/api.rst: {missing}"
+    assert set(agybridge.lowlevel.__all__) <= set(agybridge.__all__)
+
+
 @pytest.mark.parametrize(("page", "index", "block"), BLOCKS, ids=[f"{p}#{i}" for p, i, _ in BLOCKS])
 def test_docs_block_runs(page: str, index: int, block: str, tmp_path: Path) -> None:
     imported = set(re.findall(r"^\s*(?:from|import) (\w+)", block, re.M))

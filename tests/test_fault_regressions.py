@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import asyncio_host, make_config, trio_host
+from conftest import CallsTool, asyncio_host, make_config, ping, trio_host
 
 from agybridge import (
     BRIDGE_STATE,
@@ -41,24 +41,6 @@ from agybridge import (
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class CallsTool:
-    """Calls tool *tool* of *agent_id* on every chat and replies with its result."""
-
-    def __init__(self, agent_id: str, tool: str = "tool") -> None:
-        self.agent_id, self.tool = agent_id, tool
-        self.closed = threading.Event()
-
-    async def chat(self, message: str) -> str:
-        return str(await dispatch_tool(self.agent_id, self.tool, None))
-
-    async def aclose(self) -> None:
-        self.closed.set()
-
-
-async def ping() -> str:
-    return "pong"
 
 
 class Hostile(BaseException):

@@ -13,7 +13,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import make_config
+from conftest import CallsTool, make_config, ping
 
 from agybridge import (
     AgentBridgeState,
@@ -21,20 +21,7 @@ from agybridge import (
     PolicyError,
     PythonRuntime,
     RuntimeShutdownError,
-    dispatch_tool,
 )
-
-
-class CallsTool:
-    def __init__(self, agent_id: str, tool: str) -> None:
-        self.agent_id, self.tool = agent_id, tool
-
-    async def chat(self, message: str) -> str:
-        return str(await dispatch_tool(self.agent_id, self.tool, None))
-
-
-async def ping() -> str:
-    return "pong"
 
 
 @pytest.fixture

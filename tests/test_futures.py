@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
-import os
-import signal
 import threading
 import traceback
 from types import ModuleType
 
 import pytest
-from conftest import asyncio_host, make_config, settled
-from test_wrap import probe
+from conftest import asyncio_host, ctrl_c_once, make_config, remote_probe, settled
 
 from agybridge import CommandFuture, DeadlockError, OperationTimeoutError, PythonRuntime, RuntimeShutdownError
 
@@ -48,7 +45,7 @@ def test_futures_work_with_wait_and_as_completed(runtime: PythonRuntime) -> None
 
 
 def test_future_under_asyncio_wrap_future_and_its_cancellation(runtime: PythonRuntime) -> None:
-    long_running, started, cancelled = probe()
+    long_running, started, cancelled = remote_probe()
 
     async def host() -> tuple[int, bool]:
         value = await asyncio.wrap_future(runtime.submit(square, 7))
@@ -68,7 +65,7 @@ def test_future_under_asyncio_wrap_future_and_its_cancellation(runtime: PythonRu
 
 
 def test_cancel_cancels_the_task_on_the_runtime_loop(runtime: PythonRuntime) -> None:
-    long_running, started, cancelled = probe()
+    long_running, started, cancelled = remote_probe()
     future = runtime.submit(long_running)
     assert started.wait(10)
     assert future.running() is False  # stays PENDING: a concurrent future is cancellable only then
@@ -161,7 +158,7 @@ def test_cancel_that_loses_to_the_result_leaves_the_result(runtime: PythonRuntim
 def test_submit_is_bounded_by_the_operation_timeout(core: ModuleType) -> None:
     rt = PythonRuntime(make_config(operation_timeout=0.2), core=core).start()
     try:
-        long_running, _started, cancelled = probe()
+        long_running, _started, cancelled = remote_probe()
         future = rt.submit(long_running)
         with pytest.raises(OperationTimeoutError, match=r"long_running.*0\.2 s"):
             future.result(10)
@@ -175,15 +172,8 @@ def test_submit_is_bounded_by_the_operation_timeout(core: ModuleType) -> None:
 
 
 def test_ctrl_c_while_waiting_on_a_future_cancels_the_command(runtime: PythonRuntime) -> None:
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signals are delivered to the main thread")
-    long_running, started, cancelled = probe()
-
-    def interrupt_when_started() -> None:
-        if started.wait(10):
-            os.kill(os.getpid(), signal.SIGINT)
-
-    threading.Thread(target=interrupt_when_started).start()
+    long_running, started, cancelled = remote_probe()
+    ctrl_c_once(started)
     futures = []
     with pytest.raises(KeyboardInterrupt):
         # The signal may land in submit() itself, after the push: that cancels the command too.
@@ -194,7 +184,7 @@ def test_ctrl_c_while_waiting_on_a_future_cancels_the_command(runtime: PythonRun
 
 
 def test_a_plain_result_timeout_does_not_cancel(runtime: PythonRuntime) -> None:
-    long_running, _started, cancelled = probe()
+    long_running, _started, cancelled = remote_probe()
     future = runtime.submit(long_running, 0.5)
     with pytest.raises(cf.TimeoutError):
         future.result(0.05)
@@ -202,7 +192,7 @@ def test_a_plain_result_timeout_does_not_cancel(runtime: PythonRuntime) -> None:
 
 
 def test_waiting_on_the_runtime_loop_is_a_deadlock_error(runtime: PythonRuntime) -> None:
-    long_running, _started, _cancelled = probe()
+    long_running, _started, _cancelled = remote_probe()
 
     async def on_loop() -> str:
         future = runtime.submit(long_running, 0.1)
@@ -224,7 +214,7 @@ def test_waiting_on_the_runtime_loop_is_a_deadlock_error(runtime: PythonRuntime)
 
 def test_shutdown_fails_submitted_futures_and_refuses_new_ones(core: ModuleType) -> None:
     rt = PythonRuntime(make_config(shutdown_grace=0.1), core=core).start()
-    long_running, started, cancelled = probe()
+    long_running, started, cancelled = remote_probe()
     future = rt.submit(long_running)
     assert started.wait(10)
     rt.shutdown(timeout=10)

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import threading
 from types import ModuleType
 
 import pytest
-from conftest import asyncio_host, make_config, settled, trio_host
+from conftest import (
+    asyncio_host,
+    call_in_thread,
+    cancel_once_started,
+    ctrl_c_once,
+    make_config,
+    settled,
+    trio_cancel_once_started,
+    trio_host,
+)
 
 from agybridge import (
     AgentHandle,
+    AgentMethod,
     CommandCancelledError,
     OperationTimeoutError,
     PythonRuntime,
@@ -96,6 +104,33 @@ def test_aio_face_from_asyncio_and_trio(runtime: PythonRuntime, agent: Summarize
     assert trio_host(host) == expected
 
 
+def test_a_method_reached_by_name_carries_aio_as_a_wrapped_function_does(
+    runtime: PythonRuntime, agent: Summarizer
+) -> None:
+    handle = runtime.agent("s1", Summarizer)
+    method = handle.summarize
+    assert isinstance(method, AgentMethod)
+    assert repr(method) == "<AgentMethod 'summarize' of <AgentHandle 's1' Summarizer>>"
+    assert method("a b c", words=1) == "a"
+
+    async def host() -> tuple[str, int, str]:
+        return (
+            await handle.summarize.aio("a b c", words=3),
+            await handle.remember.aio("x"),
+            await handle.where.aio(),
+        )
+
+    assert asyncio_host(host) == ("a b c", 1, runtime.config.thread_name)
+    assert trio_host(host) == ("a b c", 2, runtime.config.thread_name)
+    assert agent.notes == ["x", "x"]
+
+    async def missing() -> None:
+        await handle.missing.aio()
+
+    with pytest.raises(AttributeError, match=r"'s1'.*'missing'"):
+        asyncio_host(missing)
+
+
 def test_errors_name_the_agent_and_the_method(runtime: PythonRuntime, agent: Summarizer) -> None:
     with pytest.raises(UnknownAgentError, match="nobody"):
         runtime.agent("nobody").summarize("x")
@@ -129,45 +164,34 @@ def test_cancelled_aio_call_cancels_the_method(runtime: PythonRuntime, agent: Su
     handle = runtime.agent("s1", Summarizer)
 
     async def host() -> bool:
-        task = asyncio.ensure_future(handle.aio.stall())
-        await asyncio.get_running_loop().run_in_executor(None, agent.started.wait, 10)
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            return True
-        return False
+        return await cancel_once_started(handle.aio.stall(), agent.started)
 
     assert asyncio_host(host) is True
     assert agent.cancelled.wait(10)
-
-    import trio
 
     agent.started.clear()
     agent.cancelled.clear()
 
     async def trio_host_fn() -> bool:
-        with trio.CancelScope() as scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(handle.aio.stall)
-                await trio.to_thread.run_sync(agent.started.wait, 10)
-                scope.cancel()
-        return scope.cancelled_caught
+        return await trio_cancel_once_started(agent.started, handle.aio.stall)
 
     assert trio_host(trio_host_fn) is True
     assert agent.cancelled.wait(10)
-    assert settled(runtime).cancelled == 2
+
+    # A method reached by name, awaited through its own .aio, is cancelled the same way.
+    agent.started.clear()
+    agent.cancelled.clear()
+
+    async def method_aio() -> bool:
+        return await cancel_once_started(handle.stall.aio(), agent.started)
+
+    assert asyncio_host(method_aio) is True
+    assert agent.cancelled.wait(10)
+    assert settled(runtime).cancelled == 3
 
 
 def test_ctrl_c_interrupts_a_handle_call_and_cancels_it(runtime: PythonRuntime, agent: Summarizer) -> None:
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signals are delivered to the main thread")
-
-    def interrupt_when_started() -> None:
-        if agent.started.wait(10):
-            os.kill(os.getpid(), signal.SIGINT)
-
-    threading.Thread(target=interrupt_when_started).start()
+    ctrl_c_once(agent.started)
     with pytest.raises(KeyboardInterrupt):
         runtime.agent("s1").stall()
     assert agent.cancelled.wait(10)
@@ -177,16 +201,7 @@ def test_unregister_fails_in_flight_calls_and_replace_reaches_the_new_agent(
     runtime: PythonRuntime, agent: Summarizer
 ) -> None:
     handle = runtime.agent("s1", Summarizer)
-    errors: list[BaseException] = []
-
-    def caller() -> None:
-        try:
-            handle.stall()
-        except BaseException as exc:
-            errors.append(exc)
-
-    waiter = threading.Thread(target=caller)
-    waiter.start()
+    waiter, errors = call_in_thread(handle.stall)
     assert agent.started.wait(10)
     runtime.register_agent("s1", lambda: Summarizer("second"), replace=True)
     waiter.join(10)
@@ -203,16 +218,7 @@ def test_shutdown_fails_in_flight_and_later_handle_calls(core: ModuleType) -> No
     made: list[Summarizer] = []
     rt.register_agent("s1", lambda: made.append(Summarizer()) or made[-1])
     handle = rt.agent("s1", Summarizer)
-    errors: list[BaseException] = []
-
-    def caller() -> None:
-        try:
-            handle.stall()
-        except BaseException as exc:
-            errors.append(exc)
-
-    waiter = threading.Thread(target=caller)
-    waiter.start()
+    waiter, errors = call_in_thread(handle.stall)
     assert made[0].started.wait(10)
     rt.shutdown(timeout=10)
     waiter.join(10)

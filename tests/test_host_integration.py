@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import trio
-from conftest import asyncio_host, in_thread, trio_host
+from conftest import asyncio_host, in_thread, remote_probe, trio_cancel_once_started, trio_host
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -176,7 +176,10 @@ def _host_state() -> AgentBridgeState:
     return AgentBridgeState(tools=[Tool.from_function(_host_tool)])
 
 
-def test_blocking_chat_on_the_asyncio_loop_hosting_its_tools_raises_deadlock(runtime: PythonRuntime) -> None:
+def _blocking_chat_on_its_host(runtime: PythonRuntime, host_runner: Callable[..., Any]) -> tuple[BaseException, float]:
+    """Register an agent from a host (asyncio or trio) whose tools it hosts, then chat with it
+    blocking from that host's own thread: the DeadlockError raised, and how long it took."""
+
     async def host() -> tuple[BaseException, float]:
         await runtime.aregister_agent("hosted", lambda: CallingAgent("hosted"), _host_state())
         started = time.monotonic()
@@ -184,21 +187,19 @@ def test_blocking_chat_on_the_asyncio_loop_hosting_its_tools_raises_deadlock(run
             runtime.chat("hosted", "_host_tool")
         return info.value, time.monotonic() - started
 
-    error, took = asyncio_host(host)
+    result: tuple[BaseException, float] = host_runner(host)
+    return result
+
+
+def test_blocking_chat_on_the_asyncio_loop_hosting_its_tools_raises_deadlock(runtime: PythonRuntime) -> None:
+    error, took = _blocking_chat_on_its_host(runtime, asyncio_host)
     assert took < 1.0
     assert "'hosted'" in str(error) and "asyncio loop" in str(error) and "achat" in str(error)
     assert runtime.metrics().in_flight == 0
 
 
 def test_blocking_chat_in_the_trio_run_hosting_its_tools_raises_deadlock(runtime: PythonRuntime) -> None:
-    async def host() -> tuple[BaseException, float]:
-        await runtime.aregister_agent("hosted", lambda: CallingAgent("hosted"), _host_state())
-        started = time.monotonic()
-        with pytest.raises(DeadlockError) as info:
-            runtime.chat("hosted", "_host_tool")
-        return info.value, time.monotonic() - started
-
-    error, took = trio_host(host)
+    error, took = _blocking_chat_on_its_host(runtime, trio_host)
     assert took < 1.0
     assert "'hosted'" in str(error) and "trio run" in str(error) and "achat" in str(error)
 
@@ -383,24 +384,10 @@ def test_trio_await_in_a_cancelled_scope_never_submits(runtime: PythonRuntime) -
 
 
 def test_trio_cancel_after_submission_cancels_the_command(runtime: PythonRuntime) -> None:
-    started = threading.Event()
-    cancelled = threading.Event()
-
-    async def command() -> None:
-        started.set()
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
+    command, started, cancelled = remote_probe()
 
     async def main() -> bool:
-        with trio.CancelScope() as scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(runtime.arun, command)
-                await trio.to_thread.run_sync(started.wait, 10)
-                scope.cancel()
-        return bool(scope.cancelled_caught)
+        return await trio_cancel_once_started(started, runtime.arun, command)
 
     assert trio_host(main)
     assert cancelled.wait(10)
@@ -457,28 +444,31 @@ def test_thread_bound_resource_fails_in_a_worker_without_the_flag(runtime: Pytho
         runtime.chat("unbound", "query")
 
 
-def test_thread_sensitive_tool_runs_on_an_asyncio_callers_loop_thread(runtime: PythonRuntime) -> None:
+def _chat_from_a_host_with_a_thread_bound_tool(
+    runtime: PythonRuntime, host_runner: Callable[..., Any], thread_name: str, label: str
+) -> str:
+    """Chat, from a host (asyncio or trio) whose thread opened the tool's resource, with an
+    agent whose thread-sensitive tool uses it: the tool's reply."""
     bound = _ThreadBound()
     runtime.register_agent("bound", lambda: CallingAgent("bound"), _bound_state(bound, per_tool=True))
 
     async def host() -> str:
-        threading.current_thread().name = "asyncio-caller"
-        bound.open_here("aio")
+        threading.current_thread().name = thread_name
+        bound.open_here(label)
         return await runtime.achat("bound", "query")
 
-    assert asyncio_host(host) == "aio/aio/asyncio-caller"
+    reply: str = host_runner(host)
+    return reply
+
+
+def test_thread_sensitive_tool_runs_on_an_asyncio_callers_loop_thread(runtime: PythonRuntime) -> None:
+    reply = _chat_from_a_host_with_a_thread_bound_tool(runtime, asyncio_host, "asyncio-caller", "aio")
+    assert reply == "aio/aio/asyncio-caller"
 
 
 def test_thread_sensitive_tool_runs_on_a_trio_callers_thread(runtime: PythonRuntime) -> None:
-    bound = _ThreadBound()
-    runtime.register_agent("bound", lambda: CallingAgent("bound"), _bound_state(bound, per_tool=True))
-
-    async def host() -> str:
-        threading.current_thread().name = "trio-caller"
-        bound.open_here("trio")
-        return await runtime.achat("bound", "query")
-
-    assert trio_host(host) == "trio/trio/trio-caller"
+    reply = _chat_from_a_host_with_a_thread_bound_tool(runtime, trio_host, "trio-caller", "trio")
+    assert reply == "trio/trio/trio-caller"
 
 
 class DetachedAgent:
@@ -516,23 +506,33 @@ def _gone_state(ran: list[str]) -> AgentBridgeState:
     return AgentBridgeState(tools=[Tool.from_function(lambda: ran.append("x"), name="query", thread_sensitive=True)])
 
 
-def test_thread_sensitive_tool_of_a_timed_out_sync_caller_fails_typed(runtime: PythonRuntime) -> None:
-    gate, ran = threading.Event(), []
-    agent = DetachedAgent("late", gate)
+def _late_agent(runtime: PythonRuntime) -> tuple[DetachedAgent, list[str]]:
+    """Agent "late", whose thread-sensitive tool call comes once its gate opens, and the list
+    the tool appends to if it ever runs."""
+    ran: list[str] = []
+    agent = DetachedAgent("late", threading.Event())
     runtime.register_agent("late", lambda: agent, _gone_state(ran))
-    with pytest.raises(TimeoutError):
-        runtime.chat("late", "query", timeout=0.2)
-    gate.set()
+    return agent, ran
+
+
+def _assert_the_late_call_failed_typed(agent: DetachedAgent) -> None:
+    """Open the gate now that the caller is gone: its tool call fails with CallerGoneError."""
+    agent.gate.set()
     assert agent.finished.wait(10)
     assert [type(e) for e in agent.errors] == [CallerGoneError]
+
+
+def test_thread_sensitive_tool_of_a_timed_out_sync_caller_fails_typed(runtime: PythonRuntime) -> None:
+    agent, ran = _late_agent(runtime)
+    with pytest.raises(TimeoutError):
+        runtime.chat("late", "query", timeout=0.2)
+    _assert_the_late_call_failed_typed(agent)
     assert "stopped waiting" in str(agent.errors[0])
     assert ran == []
 
 
 def test_thread_sensitive_tool_of_a_cancelled_asyncio_caller_fails_typed(runtime: PythonRuntime) -> None:
-    gate, ran = threading.Event(), []
-    agent = DetachedAgent("late", gate)
-    runtime.register_agent("late", lambda: agent, _gone_state(ran))
+    agent, ran = _late_agent(runtime)
 
     async def host() -> None:
         task = asyncio.ensure_future(runtime.achat("late", "query"))
@@ -542,28 +542,18 @@ def test_thread_sensitive_tool_of_a_cancelled_asyncio_caller_fails_typed(runtime
             await task
 
     asyncio_host(host)
-    gate.set()
-    assert agent.finished.wait(10)
-    assert [type(e) for e in agent.errors] == [CallerGoneError]
+    _assert_the_late_call_failed_typed(agent)
     assert ran == []
 
 
 def test_thread_sensitive_tool_of_a_cancelled_trio_caller_fails_typed(runtime: PythonRuntime) -> None:
-    gate, ran = threading.Event(), []
-    agent = DetachedAgent("late", gate)
-    runtime.register_agent("late", lambda: agent, _gone_state(ran))
+    agent, ran = _late_agent(runtime)
 
     async def host() -> None:
-        with trio.CancelScope() as scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(runtime.achat, "late", "query")
-                await trio.to_thread.run_sync(agent.started.wait, 10)
-                scope.cancel()
+        await trio_cancel_once_started(agent.started, runtime.achat, "late", "query")
 
     trio_host(host)
-    gate.set()
-    assert agent.finished.wait(10)
-    assert [type(e) for e in agent.errors] == [CallerGoneError]
+    _assert_the_late_call_failed_typed(agent)
     assert ran == []
 
 

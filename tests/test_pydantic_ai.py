@@ -12,7 +12,7 @@ import threading
 from typing import Any
 
 import pytest
-from conftest import make_config, trio_host
+from conftest import make_config, run_drivers, trio_host
 
 from agybridge._env import env_flag
 
@@ -190,12 +190,7 @@ def test_fifty_agents_from_many_threads_keep_unmixed_histories(core: Any) -> Non
                     if reply != message:
                         failures.append(f"{agent_id} turn {turn}: {reply}")
 
-        threads = [threading.Thread(target=driver, args=(k,)) for k in range(5)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=150)
-        assert not any(t.is_alive() for t in threads)
+        run_drivers(driver, 5, timeout=150)
         assert failures == []
         for agent_id, agent in agents.items():
             prompts = [

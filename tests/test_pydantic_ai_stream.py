@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from _openai_server import FakeOpenAIServer
-from conftest import asyncio_host, trio_host
+from conftest import asyncio_host, run_drivers, trio_host
 
 from agybridge._env import env_flag
 
@@ -169,12 +169,7 @@ def test_streamed_chats_over_real_http_share_one_connection_pool(runtime: Python
                     if "".join(chunks) != f"it is sunny in {city} there." or len(chunks) < 2:
                         failures.append(f"{agent_id}: {chunks}")
 
-        threads = [threading.Thread(target=driver, args=(k,)) for k in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=90)
-        assert not any(t.is_alive() for t in threads)
+        run_drivers(driver, 4, timeout=90)
         assert failures == [] and len(replies) == 16
         assert server.requests == 32  # a tool call and an answer per chat
         # One pool on the runtime loop: connections are reused across chats and threads.

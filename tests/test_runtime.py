@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -16,7 +15,18 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import asyncio_host, in_thread, make_config, settled, trio_host
+from conftest import (
+    asyncio_host,
+    cancel_once_started,
+    ctrl_c_once,
+    in_thread,
+    make_config,
+    remote_probe,
+    self_cancelling,
+    settled,
+    trio_cancel_once_started,
+    trio_host,
+)
 
 from agybridge import (
     AgentAlreadyRegisteredError,
@@ -308,34 +318,11 @@ def test_burst_from_many_threads_coalesces_wakeups(runtime: PythonRuntime) -> No
 # ------------------------------------------------------------------------------------------
 
 
-def _remote_probe() -> tuple[Any, threading.Event, threading.Event]:
-    started = threading.Event()
-    cancelled = threading.Event()
-
-    async def long_running() -> str:
-        started.set()
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return "finished"
-
-    return long_running, started, cancelled
-
-
 def test_asyncio_caller_cancellation_cancels_the_remote_task(runtime: PythonRuntime) -> None:
-    long_running, started, cancelled = _remote_probe()
+    long_running, started, cancelled = remote_probe()
 
     async def host() -> bool:
-        task = asyncio.ensure_future(runtime.arun(long_running))
-        await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            return True
-        return False
+        return await cancel_once_started(runtime.arun(long_running), started)
 
     assert asyncio_host(host) is True
     assert cancelled.wait(10), "the remote task was not cancelled"
@@ -343,17 +330,11 @@ def test_asyncio_caller_cancellation_cancels_the_remote_task(runtime: PythonRunt
 
 
 def test_trio_caller_cancellation_cancels_the_remote_task(runtime: PythonRuntime) -> None:
-    import trio
 
-    long_running, started, cancelled = _remote_probe()
+    long_running, started, cancelled = remote_probe()
 
     async def host() -> bool:
-        with trio.CancelScope() as scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(runtime.arun, long_running)
-                await trio.to_thread.run_sync(started.wait, 10)
-                scope.cancel()
-        return scope.cancelled_caught
+        return await trio_cancel_once_started(started, runtime.arun, long_running)
 
     assert trio_host(host) is True
     assert cancelled.wait(10)
@@ -396,12 +377,6 @@ def test_cancel_before_the_remote_task_exists(runtime: PythonRuntime) -> None:
 
 
 def test_task_cancelled_on_the_loop_reports_cancellation(runtime: PythonRuntime) -> None:
-    async def self_cancelling() -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        task.cancel()
-        await asyncio.sleep(1)
-
     with pytest.raises(CommandCancelledError):
         runtime.run(self_cancelling)
 
@@ -453,7 +428,7 @@ def test_cancel_racing_result_delivery_is_exactly_once(runtime: PythonRuntime) -
 
 
 def test_sync_timeout_cancels_the_remote_task_and_names_the_command(runtime: PythonRuntime) -> None:
-    long_running, _started, cancelled = _remote_probe()
+    long_running, _started, cancelled = remote_probe()
     with pytest.raises(OperationTimeoutError) as info:
         runtime.run(long_running, timeout=0.2)
     assert isinstance(info.value, TimeoutError)
@@ -463,7 +438,7 @@ def test_sync_timeout_cancels_the_remote_task_and_names_the_command(runtime: Pyt
 
 
 def test_async_timeouts(runtime: PythonRuntime) -> None:
-    long_running, _started, cancelled = _remote_probe()
+    long_running, _started, cancelled = remote_probe()
 
     async def main() -> str:  # the same coroutine serves an asyncio and a trio host
         try:
@@ -659,15 +634,8 @@ def test_unregister_fails_in_flight_chats_and_closes_the_agent(runtime: PythonRu
 
 
 def test_ctrl_c_interrupts_a_blocked_sync_caller_and_cancels_the_task(runtime: PythonRuntime) -> None:
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signals are delivered to the main thread")
-    long_running, started, cancelled = _remote_probe()
-
-    def interrupt_when_started() -> None:
-        if started.wait(10):
-            os.kill(os.getpid(), signal.SIGINT)
-
-    threading.Thread(target=interrupt_when_started).start()
+    long_running, started, cancelled = remote_probe()
+    ctrl_c_once(started)
     with pytest.raises(KeyboardInterrupt):
         runtime.run(long_running, timeout=30)
     assert cancelled.wait(10), "Ctrl-C did not cancel the command's task"
@@ -676,7 +644,7 @@ def test_ctrl_c_interrupts_a_blocked_sync_caller_and_cancels_the_task(runtime: P
 
 def test_runtime_death_fails_pending_and_later_commands(core: ModuleType) -> None:
     rt = PythonRuntime(make_config(), core=core).start()
-    long_running, started, _cancelled = _remote_probe()
+    long_running, started, _cancelled = remote_probe()
     result: list[BaseException] = []
     waiter = threading.Thread(target=lambda: result.append(pytest.raises(RuntimeDiedError, rt.run, long_running).value))
     waiter.start()
@@ -769,7 +737,7 @@ def test_metrics_count_every_outcome(runtime: PythonRuntime) -> None:
     runtime.run(add, 1, 1)
     with pytest.raises(LookupError):
         runtime.run(fail_deep)
-    long_running, _s, cancelled = _remote_probe()
+    long_running, _s, cancelled = remote_probe()
     with pytest.raises(OperationTimeoutError):
         runtime.run(long_running, timeout=0.05)
     assert cancelled.wait(10)

@@ -108,6 +108,23 @@ def _pause(kind: str, rng: random.Random) -> float:
     return {"slow": rng.uniform(0.0002, 0.003), "timeout": 0.05, "cancel": rng.uniform(0.0, 0.01)}.get(kind, 0.0)
 
 
+def _run_workers(
+    workers: list[threading.Thread], monitor: threading.Thread, stop_monitor: threading.Event, budget: float
+) -> list[str]:
+    """Start *monitor* and *workers*, join the workers within *budget* seconds in all, then
+    stop the monitor: the names of the workers still alive (hung)."""
+    monitor.start()
+    for w in workers:
+        w.start()
+    deadline = time.monotonic() + budget
+    for w in workers:
+        w.join(timeout=max(0.0, deadline - time.monotonic()))
+    hung = [w.name for w in workers if w.is_alive()]
+    stop_monitor.set()
+    monitor.join(timeout=30)
+    return hung
+
+
 @pytest.mark.timeout(1800 if TOTAL > 10_000 else 240)
 def test_stress_every_command_completes_exactly_once(core: ModuleType) -> None:
     import trio
@@ -191,15 +208,7 @@ def test_stress_every_command_completes_exactly_once(core: ModuleType) -> None:
     workers.append(threading.Thread(target=lambda: asyncio.run(asyncio_host())))
     workers.append(threading.Thread(target=lambda: trio.run(trio_host)))
     monitor = threading.Thread(target=shut_down_midway)
-    monitor.start()
-    for w in workers:
-        w.start()
-    deadline = time.monotonic() + (1500 if TOTAL > 10_000 else 200)
-    for w in workers:
-        w.join(timeout=max(0.0, deadline - time.monotonic()))
-    hung = [w.name for w in workers if w.is_alive()]
-    stop_monitor.set()
-    monitor.join(timeout=30)
+    hung = _run_workers(workers, monitor, stop_monitor, 1500 if TOTAL > 10_000 else 200)
     elapsed = time.perf_counter() - began
 
     attempted = ledger.attempted
@@ -400,15 +409,7 @@ def test_stress_streams_lose_duplicate_reorder_nothing_and_close_every_producer_
     stop_monitor = threading.Event()
     monitor = threading.Thread(target=shut_down_midway)
     began = time.perf_counter()
-    monitor.start()
-    for w in workers:
-        w.start()
-    deadline = time.monotonic() + (1500 if STREAMS > 1_000 else 100)
-    for w in workers:
-        w.join(timeout=max(0.0, deadline - time.monotonic()))
-    hung = [w.name for w in workers if w.is_alive()]
-    stop_monitor.set()
-    monitor.join(timeout=30)
+    hung = _run_workers(workers, monitor, stop_monitor, 1500 if STREAMS > 1_000 else 100)
     runtime.shutdown(timeout=30)
     elapsed = time.perf_counter() - began
 

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import threading
 from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import asyncio_host, make_config, settled, trio_host
+from conftest import (
+    asyncio_host,
+    call_in_thread,
+    cancel_once_started,
+    ctrl_c_once,
+    make_config,
+    remote_probe,
+    self_cancelling,
+    settled,
+    trio_cancel_once_started,
+    trio_host,
+)
 
 from agybridge import (
     CommandCancelledError,
@@ -20,23 +29,6 @@ from agybridge import (
     PythonRuntime,
     RuntimeShutdownError,
 )
-
-
-def probe() -> tuple[Any, threading.Event, threading.Event]:
-    """A coroutine function that signals when it starts and when it is cancelled."""
-    started = threading.Event()
-    cancelled = threading.Event()
-
-    async def long_running(seconds: float = 30.0) -> str:
-        started.set()
-        try:
-            await asyncio.sleep(seconds)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return "finished"
-
-    return long_running, started, cancelled
 
 
 async def fetch(url: str, *, timeout: float = 1.0) -> tuple[str, float, str]:
@@ -93,7 +85,7 @@ def test_decorator_on_functions_and_methods(runtime: PythonRuntime) -> None:
 
 
 def test_timeout_belongs_to_wrap_and_cancels_the_task(runtime: PythonRuntime) -> None:
-    long_running, started, cancelled = probe()
+    long_running, started, cancelled = remote_probe()
     slow = runtime.wrap(long_running, timeout=0.2)
     with pytest.raises(OperationTimeoutError) as info:
         slow()
@@ -117,34 +109,20 @@ def test_timeout_belongs_to_wrap_and_cancels_the_task(runtime: PythonRuntime) ->
 
 
 def test_cancelled_aio_call_cancels_the_remote_task(runtime: PythonRuntime) -> None:
-    long_running, started, cancelled = probe()
+    long_running, started, cancelled = remote_probe()
     slow = runtime.wrap(long_running)
 
     async def asyncio_caller() -> bool:
-        task = asyncio.ensure_future(slow.aio())
-        await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            return True
-        return False
+        return await cancel_once_started(slow.aio(), started)
 
     assert asyncio_host(asyncio_caller) is True
     assert cancelled.wait(10)
-
-    import trio
 
     started.clear()
     cancelled.clear()
 
     async def trio_caller() -> bool:
-        with trio.CancelScope() as scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(slow.aio)
-                await trio.to_thread.run_sync(started.wait, 10)
-                scope.cancel()
-        return scope.cancelled_caught
+        return await trio_cancel_once_started(started, slow.aio)
 
     assert trio_host(trio_caller) is True
     assert cancelled.wait(10)
@@ -152,27 +130,13 @@ def test_cancelled_aio_call_cancels_the_remote_task(runtime: PythonRuntime) -> N
 
 
 def test_task_cancelled_on_the_loop_reports_cancellation(runtime: PythonRuntime) -> None:
-    @runtime.wrap
-    async def self_cancelling() -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        task.cancel()
-        await asyncio.sleep(1)
-
     with pytest.raises(CommandCancelledError):
-        self_cancelling()
+        runtime.wrap(self_cancelling)()
 
 
 def test_ctrl_c_interrupts_a_wrapped_call_and_cancels_the_task(runtime: PythonRuntime) -> None:
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signals are delivered to the main thread")
-    long_running, started, cancelled = probe()
-
-    def interrupt_when_started() -> None:
-        if started.wait(10):
-            os.kill(os.getpid(), signal.SIGINT)
-
-    threading.Thread(target=interrupt_when_started).start()
+    long_running, started, cancelled = remote_probe()
+    ctrl_c_once(started)
     with pytest.raises(KeyboardInterrupt):
         runtime.wrap(long_running, timeout=30)()
     assert cancelled.wait(10), "Ctrl-C did not cancel the wrapped call's task"
@@ -199,18 +163,9 @@ def test_blocking_call_on_the_runtime_loop_is_a_deadlock_error(runtime: PythonRu
 
 def test_shutdown_fails_in_flight_and_later_wrapped_calls(core: ModuleType) -> None:
     rt = PythonRuntime(make_config(shutdown_grace=0.1), core=core).start()
-    long_running, started, cancelled = probe()
+    long_running, started, cancelled = remote_probe()
     slow = rt.wrap(long_running)
-    errors: list[BaseException] = []
-
-    def caller() -> None:
-        try:
-            slow()
-        except BaseException as exc:
-            errors.append(exc)
-
-    waiter = threading.Thread(target=caller)
-    waiter.start()
+    waiter, errors = call_in_thread(slow)
     assert started.wait(10)
     rt.shutdown(timeout=10)
     waiter.join(10)

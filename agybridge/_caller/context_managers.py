@@ -230,15 +230,8 @@ class AsyncRemoteContext(_RemoteContextBase[T]):
     """
 
     async def __aenter__(self) -> T:
-        """Enter the context manager on the runtime loop and return what ``__aenter__`` returned.
-
-        Cancelling the await cancels the enter; the holder then exits the context manager if it was
-        entered.
-
-        :raises Exception: what making the context manager or its ``__aenter__`` raised.
-        :raises OperationTimeoutError: the enter outlasted the timeout.
-        :raises RuntimeShutdownError: the runtime is shut down.
-        """
+        """:meth:`RemoteContext.__enter__`, awaited; cancelling the await cancels the enter (the holder
+        then exits the context manager if it was entered)."""
         holder = self._holder
         try:
             value: T = await self._sender.asend(self._enter_command(), self._timeout)
@@ -250,13 +243,7 @@ class AsyncRemoteContext(_RemoteContextBase[T]):
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
-        """Run ``__aexit__`` in the holder task with the body's exception and await its verdict.
-
-        :returns: True if ``__aexit__`` suppressed the body's exception.
-        :raises Exception: what ``__aexit__`` raised.
-        :raises OperationTimeoutError: the exit outlasted the timeout (the holder is cancelled).
-        :raises RuntimeShutdownError: the runtime shut down while the context manager was held.
-        """
+        """:meth:`RemoteContext.__exit__`, awaited; under trio the wait is shielded (see the class)."""
         holder = self._holder
         cmd = _exit_command(self._sender, holder, (exc_type, exc, tb))
         if cmd is None:

@@ -5,7 +5,8 @@ A handle is a name, not a reference: each call looks the agent up on the runtime
 ``UnknownAgentError``) and runs the method there as one ``CallAgent`` command, with the
 usual round-trip timeout, cancellation, Ctrl-C and shutdown behaviour. The handle has a
 blocking face and an ``.aio`` face for asyncio and trio callers, as synchronicity's
-objects do.
+objects do; a method reached by name carries its own ``.aio`` too, as a wrapped function
+does (``await handle.summarize.aio(text)`` is ``await handle.aio.summarize(text)``).
 
 Typing: ``handle.call(MyAgent.summarize, text)`` is checked against the method's
 signature (the handle is generic over the agent type given to ``runtime.agent(id,
@@ -21,7 +22,7 @@ from agybridge import _validate
 from agybridge._caller.send import Sender
 from agybridge.commands import CallAgent, Chat
 
-__all__ = ["AgentHandle", "AioAgentHandle"]
+__all__ = ["AgentHandle", "AgentMethod", "AioAgentHandle"]
 
 A = TypeVar("A")
 P = ParamSpec("P")
@@ -78,8 +79,10 @@ class AgentHandle(_HandleBase[A]):
     the agent up, so a replaced agent is reached and an unregistered one raises
     :class:`UnknownAgentError`. Calls follow :meth:`PythonRuntime.run`'s thread rules and errors;
     calls in flight fail with :class:`CommandCancelledError` when the agent is unregistered or
-    replaced. Methods named like the handle's own (``chat``, ``call``, ``aio``, ``agent_id``) are
-    reached with ``handle.call("name", ...)``.
+    replaced. ``handle.method`` is an :class:`AgentMethod`, whose ``.aio`` awaits the same call
+    (``await handle.summarize.aio(text)``), as a wrapped function's does. Methods named like the
+    handle's own (``chat``, ``call``, ``aio``, ``agent_id``) are reached with
+    ``handle.call("name", ...)``, awaited with ``handle.aio.chat`` and ``handle.aio.call``.
     """
 
     __slots__ = ()
@@ -122,10 +125,37 @@ class AgentHandle(_HandleBase[A]):
         """
         return self._sender.send(self._command(method, args, kwargs), self._timeout)
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:
+    def __getattr__(self, name: str) -> AgentMethod:
         if name.startswith("_"):
             raise AttributeError(name)
-        return lambda *args, **kwargs: self.call(name, *args, **kwargs)
+        return AgentMethod(self, name)
+
+
+class AgentMethod:
+    """One method of an agent, reached by name on an :class:`AgentHandle`: ``handle.summarize``.
+
+    Calling it blocks, as :meth:`AgentHandle.call` with the method's name; :meth:`aio` awaits the
+    same call, as a wrapped function's ``.aio`` does, so ``await handle.summarize.aio(text)`` and
+    ``await handle.aio.summarize(text)`` are one call. Unchecked by a type checker (the method
+    is found by name); use ``handle.call(MyAgent.summarize, ...)`` for a checked call.
+    """
+
+    __slots__ = ("_handle", "_name")
+
+    def __init__(self, handle: AgentHandle[Any], name: str) -> None:
+        self._handle = handle
+        self._name = name
+
+    def __repr__(self) -> str:
+        return f"<AgentMethod {self._name!r} of {self._handle!r}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """``handle.call(name, *args, **kwargs)``: run the method on the runtime loop and block."""
+        return self._handle.call(self._name, *args, **kwargs)
+
+    async def aio(self, *args: Any, **kwargs: Any) -> Any:
+        """``await handle.aio.call(name, *args, **kwargs)``: the same call, awaited from asyncio or trio."""
+        return await self._handle.aio.call(self._name, *args, **kwargs)
 
 
 class AioAgentHandle(_HandleBase[A]):
@@ -138,12 +168,7 @@ class AioAgentHandle(_HandleBase[A]):
     __slots__ = ()
 
     async def chat(self, message: str) -> str:
-        """One chat turn, exactly as :meth:`PythonRuntime.achat`.
-
-        :returns: the agent's reply.
-        :raises UnknownAgentError: no agent is registered under the handle's id.
-        :raises ChatTimeoutError: the chat turn outlasted ``config.chat_timeout``.
-        """
+        """:meth:`AgentHandle.chat`, awaited (as :meth:`PythonRuntime.achat`)."""
         reply: str = await self._sender.asend(
             Chat(self._agent_id, message, oneshot=self._sender.oneshot()), self._timeout
         )
@@ -158,16 +183,7 @@ class AioAgentHandle(_HandleBase[A]):
     async def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any: ...
 
     async def call(self, method: Any, /, *args: Any, **kwargs: Any) -> Any:
-        """Await ``agent.<method>(*args, **kwargs)`` run on the runtime loop.
-
-        :param method: the agent class's function or its name.
-        :returns: what the method returned.
-        :raises Exception: what the method raised.
-        :raises UnknownAgentError: no agent is registered under the handle's id.
-        :raises AttributeError: the agent has no such method.
-        :raises TypeError: the registered agent is not an instance of the handle's class.
-        :raises OperationTimeoutError: the call outlasted the handle's timeout.
-        """
+        """:meth:`AgentHandle.call`, awaited; cancelling the await cancels the method on the runtime loop."""
         return await self._sender.asend(self._command(method, args, kwargs), self._timeout)
 
     def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:

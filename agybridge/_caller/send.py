@@ -190,8 +190,10 @@ class Sender:
         self._door = door
         self._queue = door.queue
         self._running = False  # True once a send saw the thread run; a closed queue resets it
-        #: The bound of one round trip (``RuntimeConfig.operation_timeout``).
-        self.operation_timeout: float = config.round_trip_timeout
+        #: The bound of one round trip (``RuntimeConfig.operation_timeout``, never None once built).
+        operation_timeout = config.operation_timeout
+        assert operation_timeout is not None
+        self.operation_timeout: float = operation_timeout
         self._caller_spin = config.caller_spin
         self._max_in_flight = config.max_in_flight
         self._limit = -1 if config.max_in_flight is None else config.max_in_flight

@@ -220,7 +220,7 @@ class AsyncStream(_StreamBase[T]):
         )
 
     async def aclose(self) -> None:
-        """Stop consuming: the producer is closed on the runtime loop (idempotent)."""
+        """:meth:`BlockingStream.close`, awaited."""
         self._close()
 
     async def __aenter__(self) -> AsyncStream[T]:

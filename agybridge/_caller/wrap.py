@@ -115,12 +115,7 @@ class AioWrapped(Generic[P, T]):
         self._timeout = timeout
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Await ``fn(*args, **kwargs)`` run on the runtime loop.
-
-        Exactly :meth:`PythonRuntime.arun` with the wrapper's timeout: cancelling the await cancels
-        the call on the runtime loop; the same errors (*fn*'s own exception,
-        :class:`OperationTimeoutError`, :class:`RuntimeShutdownError`, ...).
-        """
+        """:meth:`Wrapped.__call__`, awaited (as :meth:`PythonRuntime.arun`); cancelling the await cancels the call."""
         sender = self._sender
         cmd = Run(self._fn, args, kwargs, oneshot=sender.oneshot())
         result: T = await sender.asend(cmd, self._timeout)

@@ -302,18 +302,23 @@ class AgentTable:
             raise UnknownAgentError(cmd.agent_id)
         await self.remove(cmd.agent_id, "it was unregistered")
 
+    def _drop_state(self, agent_id: str) -> None:
+        """Take *agent_id*'s bridge state out of the registry, free it for another agent and
+        cancel the callbacks it still has in flight."""
+        state = self.registry.find(agent_id)
+        if state is not None:
+            try:
+                self.registry.remove(agent_id)
+            except UnknownAgentError:
+                pass
+            release_state(state)
+            state.cancel_inflight()
+
     async def remove(self, agent_id: str, why: str, *, keep_state: bool = False) -> None:
         """Drop *agent_id* (and, unless *keep_state*, its bridge state), then ``aclose()`` it."""
         slot = self._slots.pop(agent_id, None)
         if not keep_state:
-            state = self.registry.find(agent_id)
-            if state is not None:
-                try:
-                    self.registry.remove(agent_id)
-                except UnknownAgentError:
-                    pass
-                release_state(state)
-                state.cancel_inflight()
+            self._drop_state(agent_id)
         if slot is not None:
             await self._close_slot(agent_id, slot, why)
 
@@ -367,14 +372,7 @@ class AgentTable:
         forgotten = list(self._slots.items())
         self._slots.clear()
         for agent_id, _slot in forgotten:
-            state = self.registry.find(agent_id)
-            if state is not None:
-                try:
-                    self.registry.remove(agent_id)
-                except UnknownAgentError:
-                    pass
-                release_state(state)
-                state.cancel_inflight()
+            self._drop_state(agent_id)
         return forgotten
 
     async def close_forgotten(self, forgotten: list[tuple[str, _AgentSlot]], why: str) -> None:

@@ -204,11 +204,8 @@ async def dispatch_hook(agent_id: str, event: str, context: str | bytes | Mappin
     fires the chat and tool events (and only logs their failures); this is for agent code firing
     them on its own.
 
-    Await it on the runtime loop, from agent code (inside a chat, a stream or a ``run`` command
-    of the runtime the agent is registered on): that is where :data:`BRIDGE_STATE` resolves to the
-    agent's runtime, where the worker threads are that runtime's, and where the sending caller's
-    context is copied from. It is a coroutine function and not thread-safe; never call it from
-    another thread or loop.
+    Await it where :func:`dispatch_tool` is awaited, on the runtime loop from agent code (that
+    function says why); never call it from another thread or loop.
 
     :param agent_id: the agent whose hooks run.
     :param event: one of :data:`HOOK_EVENTS`.
@@ -283,11 +280,8 @@ async def dispatch_policy_confirm(
     Returns None when all approve. :func:`dispatch_tool` does this itself before every tool call;
     call it for actions the agent takes without a tool.
 
-    Await it on the runtime loop, from agent code (inside a chat, a stream or a ``run`` command
-    of the runtime the agent is registered on): that is where :data:`BRIDGE_STATE` resolves to the
-    agent's runtime, where the worker threads are that runtime's, and where the sending caller's
-    context is copied from. It is a coroutine function and not thread-safe; never call it from
-    another thread or loop.
+    Await it where :func:`dispatch_tool` is awaited, on the runtime loop from agent code (that
+    function says why); never call it from another thread or loop.
 
     :param agent_id: the agent whose policies are asked.
     :param tool_name: the name policies see.

@@ -14,7 +14,7 @@ from typing import Any
 
 from typing_extensions import assert_type
 
-from agybridge import AgentHandle, CommandFuture, PythonRuntime, Wrapped
+from agybridge import AgentHandle, AgentMethod, CommandFuture, PythonRuntime, Wrapped
 
 runtime = PythonRuntime()
 
@@ -158,3 +158,7 @@ async def handle_aio() -> None:
     assert_type(await handle.aio.call(Summarizer.summarize, "a"), list[str])
     assert_type(await handle.aio.chat("x"), str)
     await handle.aio.call(Summarizer.summarize, 1)  # type: ignore[call-overload]
+    # A method reached by name carries .aio, as a wrapped function does (unchecked: by name).
+    assert_type(handle.summarize, AgentMethod)
+    assert_type(handle.summarize("a b c"), Any)
+    assert_type(await handle.summarize.aio(4), Any)
