@@ -3,7 +3,7 @@
 :class:`LoopWing` builds everything of a runtime that lives on (or feeds) its loop thread:
 the command queue, the dispatcher, the agent table, the registry and the thread itself,
 wired to each other. The facade holds one and hands the caller's wing a
-:class:`~agybridge._caller.send.LoopDoor` made from it (:meth:`LoopWing.door`).
+:class:`~agybridge._caller.send.LoopDoor` made from it.
 
 Shutdown is two steps. :meth:`LoopWing.begin_shutdown` runs on whatever thread asked:
 refusing new work (closing the queue) and the thread's state change are one atomic step,
