@@ -97,6 +97,7 @@ class PythonRuntime:
             closed_error=thread.closed_error,
             abort=wing.abort,
             stop_stream=wing.stop_stream,
+            finished=wing.when_finished,
             in_flight=wing.dispatcher.in_flight,
             held=lambda: self._held.count,
             shutdown=lambda grace, timeout: self.shutdown(grace, timeout=timeout),

@@ -214,6 +214,15 @@ class Dispatcher:
         if task is not None:
             self._cancel(cmd, task)
 
+    def notify_finished(self, cmd: PyCommand, shot: Any) -> None:
+        """Complete *shot* once *cmd*'s task has ended: at once if none runs (never started,
+        or done), else from the task's done callbacks, after those added before (the reaping)."""
+        task = self._active.get(cmd)
+        if task is None or task.done():
+            shot.set_result(None)
+        else:
+            task.add_done_callback(lambda _task: shot.set_result(None))
+
     def _cancel(self, cmd: PyCommand, task: asyncio.Task[Any]) -> None:
         # A task cancelled before its first step never runs its coroutine, so _execute's
         # clean-up never happens; the done callback reaps such a command instead.

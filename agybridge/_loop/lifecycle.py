@@ -71,6 +71,8 @@ class LoopWing:
         handlers.update(extra_handlers or {})
         self.dispatcher = Dispatcher(self.queue, handlers, config.loop_spin)
         self._on_wake = self.dispatcher.on_wake  # bound once: the wake-up path is hot
+        # Callers waiting for a command's clean-up (see when_finished); released at close.
+        self._finish_waiters: set[Any] = set()
         self.thread = LoopThread(
             name=config.thread_name,
             use_uvloop=config.use_uvloop,
@@ -78,7 +80,7 @@ class LoopWing:
             close_grace=config.shutdown_grace,
             owner=owner,
             on_death=self._on_death,
-            on_closing=self.dispatcher.reap_all,
+            on_closing=self._on_closing,
             on_exit=on_exit,
             stopped=core.Oneshot(),
         )
@@ -98,6 +100,20 @@ class LoopWing:
     def stop_stream(self, cmd: PyCommand) -> None:
         """The consumer of *cmd* left: stop its producer on the loop (see ``stop_stream``)."""
         self.thread.call_soon_threadsafe(stop_stream, cmd, self.dispatcher.abort)
+
+    def when_finished(self, cmd: PyCommand) -> Any:
+        """A oneshot completed once *cmd*'s task has ended on the loop (its clean-up ran).
+
+        Scheduled after the abort or stop requests this thread made before, so it sees
+        their effect; completed at once if the loop is gone.
+        """
+        shot = self.core.Oneshot()
+        waiters = self._finish_waiters
+        waiters.add(shot)
+        shot.add_done_callback(waiters.discard)
+        if not self.thread.call_soon_threadsafe(self.dispatcher.notify_finished, cmd, shot):
+            shot.set_result(None)
+        return shot
 
     def ensure_running(self) -> None:
         """Start the thread unless it runs (raises if it was shut down or died)."""
@@ -131,6 +147,13 @@ class LoopWing:
             self.registry.clear()  # states put there by hand, too
         finally:
             self.thread.finish_stop()
+
+    def _on_closing(self) -> None:
+        # The loop is closing: account what never finished, and release every caller
+        # waiting for a clean-up (nothing more will run).
+        self.dispatcher.reap_all()
+        for shot in list(self._finish_waiters):
+            shot.set_result(None)
 
     def _on_death(self, cause: BaseException | None, reason: str) -> None:
         # On the dying loop thread: refuse new work and fail everything in flight, then free
