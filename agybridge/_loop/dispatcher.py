@@ -263,6 +263,22 @@ class Dispatcher:
             )
             self.account(cmd)
 
+    def run_leftovers(self, leftovers: list[PyCommand]) -> None:
+        """For shutdown: start the commands the queue held when it closed.
+
+        They were accepted before the shutdown began, so they run within its grace like
+        the commands already running (:meth:`stop_all` waits for them too); only those
+        that outlast it fail with ``RuntimeShutdownError``.
+        """
+        loop = asyncio.get_running_loop()
+        for cmd in leftovers:
+            if cmd.oneshot.done():
+                self.account(cmd)  # cancelled or timed out while still queued
+                continue
+            task = start_task(loop, self._execute(cmd), cmd.context)
+            if not task.done():
+                self._active[cmd] = task
+
     def fail_for_death(self, leftovers: list[PyCommand], cause: BaseException | None, reason: str) -> None:
         """The loop died: fail the queued *leftovers* and every active command.
 

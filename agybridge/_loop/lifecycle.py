@@ -7,8 +7,9 @@ wired to each other. The facade holds one and hands the caller's wing a
 
 Shutdown is two steps. :meth:`LoopWing.begin_shutdown` runs on whatever thread asked:
 refusing new work (closing the queue) and the thread's state change are one atomic step,
-then the rest is handed to the loop. There, :meth:`LoopWing._shutdown_sequence` fails what
-was still queued, gives in-flight commands their grace, closes the agents, empties the
+then the rest is handed to the loop. There, the commands still queued (accepted before the
+shutdown) are started, :meth:`LoopWing._shutdown_sequence` gives them and every other
+in-flight command the grace, closes the agents, empties the
 registry and lets the thread finish. A loop that dies instead (its thread's ``run_forever``
 raised) runs :meth:`LoopWing._on_death` on the dying thread.
 """
@@ -137,7 +138,8 @@ class LoopWing:
     # -- the loop thread --------------------------------------------------------------------
 
     def _on_shutdown(self, grace: float, leftovers: list[PyCommand]) -> None:
-        self.dispatcher.fail_queued(leftovers)
+        # Accepted before the shutdown: they get the grace, as the running ones do.
+        self.dispatcher.run_leftovers(leftovers)
         asyncio.get_running_loop().create_task(self._shutdown_sequence(grace))
 
     async def _shutdown_sequence(self, grace: float) -> None:
