@@ -36,17 +36,20 @@ __all__ = [
     "INTERRUPTS",
     "BlockingCaller",
     "Caller",
+    "LendsSlots",
     "LoopCaller",
     "Sent",
     "Work",
     "current_caller",
     "current_owner",
     "host_key",
+    "mark_worker_thread",
     "note_thread_sensitive",
     "on_a_runtime_loop",
     "run_as_owner",
     "set_caller",
     "thread_sensitive_seen",
+    "worker_pool",
 ]
 
 #: The caller of the command whose context this is (unset: nobody needs to know).
@@ -97,6 +100,25 @@ def run_as_owner(owner: Any, fn: Callable[..., Any], *args: Any) -> Any:
         return fn(*args)
     finally:
         _on_thread.owner = previous
+
+
+class LendsSlots(Protocol):
+    """A worker pool whose worker may lend its slot while it blocks in a send (see workers.py)."""
+
+    def lend(self) -> None: ...
+
+    def reclaim(self) -> None: ...
+
+
+def mark_worker_thread(pool: LendsSlots) -> None:
+    """Name *pool* as the pool the calling (worker) thread belongs to, for its lifetime."""
+    _on_thread.pool = pool
+
+
+def worker_pool() -> LendsSlots | None:
+    """The runtime worker pool this thread belongs to, or None (not a worker thread)."""
+    pool: LendsSlots | None = getattr(_on_thread, "pool", None)
+    return pool
 
 
 def note_thread_sensitive() -> None:
@@ -204,8 +226,10 @@ class BlockingCaller(Caller):
         blocked_host: object | None,
         serves: bool,
         abort: Callable[[Any], object] | None = None,
+        pool: LendsSlots | None = None,
     ) -> None:
         self.shot = cmd.oneshot
+        self._pool = pool  # a worker thread's pool: its slot is lent while this caller waits
         self.label = cmd.describe()
         self.blocked_host = blocked_host
         self.thread = threading.current_thread().name
@@ -233,7 +257,14 @@ class BlockingCaller(Caller):
         work.shot.set_exception(error)
 
     def wait(self, limit: float, spin: float) -> bool:
-        """Wait for the command's outcome (True) or *limit* seconds (False), serving posted work."""
+        """Wait for the command's outcome (True) or *limit* seconds (False), serving posted work.
+
+        On a worker thread of a runtime, the worker's pool slot is lent for the wait: a sync
+        tool blocked in a nested ``chat()`` never starves the tools that chat needs.
+        """
+        pool = self._pool
+        if pool is not None:
+            pool.lend()
         try:
             if self._inbox is None:
                 return bool(self.shot.wait(limit, spin))
@@ -244,6 +275,8 @@ class BlockingCaller(Caller):
             raise
         finally:
             self._close()
+            if pool is not None:
+                pool.reclaim()
 
     def interrupted(self) -> None:
         """Ctrl-C (or another signal handler's exception) on this thread: cancel the command on

@@ -35,7 +35,14 @@ from agybridge._backends import (
 )
 from agybridge._caller.futures import CommandFuture
 from agybridge._caller.serving import StreamCaller
-from agybridge._origin import BlockingCaller, LoopCaller, on_a_runtime_loop, set_caller, thread_sensitive_seen
+from agybridge._origin import (
+    BlockingCaller,
+    LoopCaller,
+    on_a_runtime_loop,
+    set_caller,
+    thread_sensitive_seen,
+    worker_pool,
+)
 from agybridge._registry import BRIDGE_STATE
 from agybridge._select import Channel, Oneshot
 from agybridge.commands import CallAgent, Chat, ChatStream, PyCommand, Shutdown, Stream
@@ -148,14 +155,15 @@ def blocking_caller(cmd: PyCommand, abort: Callable[[PyCommand], None] | None = 
     loop that hosts the agent's async tools.
     """
     if not _seen.caller_checks:
-        return None  # the fast path: no host loop, no thread-sensitive tool anywhere
+        return None  # the fast path: no host loop, thread-sensitive tool or worker anywhere
     here = running_host_key()
     serves = _serves(cmd)
-    if here is None and not serves:
+    pool = worker_pool()  # a sync tool's worker thread: it lends its pool slot while it waits
+    if here is None and not serves and pool is None:
         return None
     if here is not None and isinstance(cmd, Chat):
         _refuse_chat_on_its_host(cmd, here)
-    caller = BlockingCaller(cmd, here, serves, abort)
+    caller = BlockingCaller(cmd, here, serves, abort, pool)
     set_caller(cmd.context, caller)
     return caller
 
