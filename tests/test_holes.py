@@ -171,6 +171,47 @@ def test_sys_exit_in_a_thread_sensitive_tool_leaves_the_caller_as_sys_exit(runti
     assert agent.cancelled.wait(5) and agent.swallowed == []
 
 
+def test_ctrl_c_in_a_thread_sensitive_tool_of_a_stream_closes_it_and_cancels_the_chat(runtime: PythonRuntime) -> None:
+    _main_thread_only()
+    in_tool = threading.Event()
+    cancelled = threading.Event()
+
+    def where() -> int:
+        in_tool.set()
+        time.sleep(5)  # interrupted by the Ctrl-C below
+        return 0  # pragma: no cover
+
+    class Streamer:
+        async def chat_stream(self, message: str) -> AsyncIterator[str]:
+            try:
+                yield str(await dispatch_tool("ts-stream", "where"))
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+    state = AgentBridgeState(tools=[Tool.from_function(where, name="where", thread_sensitive=True)])
+    runtime.register_agent("ts-stream", Streamer, state)
+
+    def interrupt() -> None:
+        if in_tool.wait(10):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    killer = threading.Thread(target=interrupt)
+    killer.start()
+    started = time.monotonic()
+    chunks = runtime.chat_stream("ts-stream", "go")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            next(chunks)
+    finally:
+        killer.join(10)
+    assert time.monotonic() - started < 4.0
+    assert cancelled.wait(5), "the streamed chat was not cancelled on the loop"
+    with pytest.raises(CommandCancelledError, match="cancelled at item 1"):
+        next(chunks)
+    assert settled(runtime).in_flight == 0
+
+
 # ------------------------------------------------------------------------------------------
 # 2. Streams serve thread-sensitive tools
 # ------------------------------------------------------------------------------------------

@@ -140,7 +140,7 @@ class CommandFuture(concurrent.futures.Future[T]):
             return
         super()._invoke_callbacks()  # type: ignore[misc]
 
-    def add_done_callback(self, fn: Callable[[concurrent.futures.Future[T]], object]) -> None:
+    def add_done_callback(self, fn: Callable[[Any], object]) -> None:
         """Call ``fn(future)`` once the future is done; see the class for the thread it runs on."""
         if self.done() and self._on_loop_thread():
             _CALLBACKS.run(self, [fn])
