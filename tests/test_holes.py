@@ -178,7 +178,10 @@ def test_ctrl_c_in_a_thread_sensitive_tool_of_a_stream_closes_it_and_cancels_the
 
     def where() -> int:
         in_tool.set()
-        time.sleep(5)  # interrupted by the Ctrl-C below
+        # A slow query, in steps: the kernel may deliver SIGINT to another thread, and then
+        # Python raises it in the main thread at its next bytecode, not inside one long sleep.
+        for _ in range(100):
+            time.sleep(0.05)
         return 0  # pragma: no cover
 
     class Streamer:
