@@ -338,10 +338,11 @@ class Sender:
 
         try:
             return await await_oneshot(cmd.oneshot, limit, lambda: self.timeout_error(cmd, limit), abort, spin)
-        except BaseException:
-            if aborted:
-                # This caller's cancel or timeout stopped the command: return once the remote
-                # except/finally blocks have run (bounded), as anyio's portal does.
+        except BaseException as exc:
+            if aborted and not isinstance(exc, Exception):
+                # This caller's cancellation stopped the command: return once the remote
+                # except/finally blocks have run (bounded), as anyio's portal does. (A timeout
+                # is reported at once: its bound is the caller's, and it has passed.)
                 await self.await_cleanup(cmd, door.finished(cmd))
             raise
 
