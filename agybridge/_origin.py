@@ -33,18 +33,23 @@ from agybridge._backends import _seen, current_scheduler, host_key
 from agybridge.errors import CallerGoneError
 
 __all__ = [
+    "INTERRUPTS",
     "BlockingCaller",
     "Caller",
+    "LendsSlots",
     "LoopCaller",
     "Sent",
     "Work",
     "current_caller",
     "current_owner",
     "host_key",
+    "mark_worker_thread",
     "note_thread_sensitive",
+    "on_a_runtime_loop",
     "run_as_owner",
     "set_caller",
     "thread_sensitive_seen",
+    "worker_pool",
 ]
 
 #: The caller of the command whose context this is (unset: nobody needs to know).
@@ -75,6 +80,12 @@ def current_owner() -> Any:
 def set_thread_owner(owner: Any) -> None:
     """Name *owner* as the runtime of the calling thread (its loop thread, for its lifetime)."""
     _on_thread.owner = owner
+    _on_thread.runs_a_runtime = owner is not None
+
+
+def on_a_runtime_loop() -> bool:
+    """Whether this thread is some runtime's loop thread (never a place for a caller's tools)."""
+    return bool(getattr(_on_thread, "runs_a_runtime", False))
 
 
 def run_as_owner(owner: Any, fn: Callable[..., Any], *args: Any) -> Any:
@@ -89,6 +100,25 @@ def run_as_owner(owner: Any, fn: Callable[..., Any], *args: Any) -> Any:
         return fn(*args)
     finally:
         _on_thread.owner = previous
+
+
+class LendsSlots(Protocol):
+    """A worker pool whose worker may lend its slot while it blocks in a send (see workers.py)."""
+
+    def lend(self) -> None: ...
+
+    def reclaim(self) -> None: ...
+
+
+def mark_worker_thread(pool: LendsSlots) -> None:
+    """Name *pool* as the pool the calling (worker) thread belongs to, for its lifetime."""
+    _on_thread.pool = pool
+
+
+def worker_pool() -> LendsSlots | None:
+    """The runtime worker pool this thread belongs to, or None (not a worker thread)."""
+    pool: LendsSlots | None = getattr(_on_thread, "pool", None)
+    return pool
 
 
 def note_thread_sensitive() -> None:
@@ -113,18 +143,45 @@ def set_caller(ctx: contextvars.Context, caller: Caller | None) -> None:
     ctx.run(_CALLER.set, caller)
 
 
+#: What a blocked sync caller does not swallow when it runs a tool for its command: Ctrl-C
+#: and ``sys.exit()`` leave the caller's call as they would while it waits.
+INTERRUPTS = (KeyboardInterrupt, SystemExit)
+
+
+def _unchanged(exc: BaseException) -> BaseException:
+    return exc
+
+
 class Work:
-    """One thread-sensitive tool call, to be run on the caller's thread."""
+    """One thread-sensitive tool call, to be run on the caller's thread.
 
-    __slots__ = ("ctx", "fn", "shot")
+    *convert* turns what the tool raised into what the tool call fails with (the loop's
+    containment: a ``SystemExit`` must not cross the bridge as it is); an interrupt on a
+    blocked sync caller's thread is not converted but re-raised there (see :meth:`run`).
+    """
 
-    def __init__(self, fn: Callable[[], Any], ctx: contextvars.Context, shot: Any) -> None:
+    __slots__ = ("convert", "ctx", "fn", "shot")
+
+    def __init__(
+        self,
+        fn: Callable[[], Any],
+        ctx: contextvars.Context,
+        shot: Any,
+        convert: Callable[[BaseException], BaseException] = _unchanged,
+    ) -> None:
         self.fn = fn
         self.ctx = ctx
         self.shot = shot
+        self.convert = convert
 
     def run(self, caller_shot: Any, *, reraise: bool) -> None:
-        """Run the call (on the caller's thread) unless it was withdrawn or its caller left."""
+        """Run the call (on the caller's thread) unless it was withdrawn or its caller left.
+
+        With *reraise* (a blocked sync caller), a ``KeyboardInterrupt`` or ``SystemExit`` is
+        raised on, uncompleted: the caller leaves its call as it would while waiting, and
+        cancels its command (and so this tool call) on the loop; the agent never gets a
+        ``ToolError`` it could swallow.
+        """
         if self.shot.done():
             return  # the tool call was cancelled before it started
         if caller_shot.done():
@@ -133,9 +190,9 @@ class Work:
         try:
             result = self.ctx.run(self.fn)
         except BaseException as exc:
-            self.shot.set_exception(exc)
-            if reraise and not isinstance(exc, Exception):
-                raise  # Ctrl-C in a blocked sync caller still interrupts it
+            if reraise and isinstance(exc, INTERRUPTS):
+                raise
+            self.shot.set_exception(self.convert(exc))
         else:
             self.shot.set_result(result)
 
@@ -156,16 +213,32 @@ class Caller:
 
 
 class BlockingCaller(Caller):
-    """A sync caller blocked in ``send_command``; it runs posted work while it waits."""
+    """A sync caller blocked in ``send_command``; it runs posted work while it waits.
 
-    def __init__(self, cmd: Sent, blocked_host: object | None, serves: bool) -> None:
+    *abort* (given the command) asks the loop to cancel the command's task: an interrupt
+    while waiting or while running a posted tool call cancels the command first, then the
+    tool calls, so the agent sees its call cancelled.
+    """
+
+    def __init__(
+        self,
+        cmd: Sent,
+        blocked_host: object | None,
+        serves: bool,
+        abort: Callable[[Any], object] | None = None,
+        pool: LendsSlots | None = None,
+    ) -> None:
         self.shot = cmd.oneshot
+        self._pool = pool  # a worker thread's pool: its slot is lent while this caller waits
         self.label = cmd.describe()
         self.blocked_host = blocked_host
         self.thread = threading.current_thread().name
+        self._cmd = cmd
+        self._abort = abort
         self._inbox: queue.SimpleQueue[Work | None] | None = queue.SimpleQueue() if serves else None
         self._lock = threading.Lock()
         self._closed = False
+        self._current: Work | None = None
 
     def gone(self) -> BaseException | None:
         if self._closed or self.shot.done():
@@ -184,13 +257,35 @@ class BlockingCaller(Caller):
         work.shot.set_exception(error)
 
     def wait(self, limit: float, spin: float) -> bool:
-        """Wait for the command's outcome (True) or *limit* seconds (False), serving posted work."""
+        """Wait for the command's outcome (True) or *limit* seconds (False), serving posted work.
+
+        On a worker thread of a runtime, the worker's pool slot is lent for the wait: a sync
+        tool blocked in a nested ``chat()`` never starves the tools that chat needs.
+        """
+        pool = self._pool
+        if pool is not None:
+            pool.lend()
         try:
             if self._inbox is None:
                 return bool(self.shot.wait(limit, spin))
             return self._serve(self._inbox, limit)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                self.interrupted()
+            raise
         finally:
             self._close()
+            if pool is not None:
+                pool.reclaim()
+
+    def interrupted(self) -> None:
+        """Ctrl-C (or another signal handler's exception) on this thread: cancel the command on
+        the loop, exactly once, before the tool call it interrupted (if any)."""
+        if self.shot.cancel() and self._abort is not None:
+            self._abort(self._cmd)
+        current = self._current
+        if current is not None:
+            current.shot.cancel()
 
     def _serve(self, inbox: queue.SimpleQueue[Work | None], limit: float) -> bool:
         # The oneshot's completion and a posted call both arrive in the inbox, so one blocking
@@ -207,19 +302,26 @@ class BlockingCaller(Caller):
                 return bool(self.shot.done())
             if work is None:
                 return True
+            self._current = work
             work.run(self.shot, reraise=True)
+            self._current = None
 
     def _close(self) -> None:
         with self._lock:
             self._closed = True
         if self._inbox is None:
             return
+        interrupted = self.shot.cancelled()
         while True:
             try:
                 work = self._inbox.get_nowait()
             except queue.Empty:
                 return
-            if work is not None:
+            if work is None:
+                continue
+            if interrupted:
+                work.shot.cancel()  # the command was cancelled: so are its waiting tool calls
+            else:
                 work.shot.set_exception(self.gone())
 
 

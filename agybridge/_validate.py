@@ -7,11 +7,24 @@ typed error naming the parameter wherever it enters.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
+import sys
+import types
 
 from agybridge.errors import ConfigError
 
-__all__ = ["NO_LIMIT", "agent_id", "buffer_size", "call_timeout", "count", "seconds", "timeout_or_default"]
+__all__ = [
+    "NO_LIMIT",
+    "agent_id",
+    "buffer_size",
+    "call_timeout",
+    "coroutine_function",
+    "count",
+    "seconds",
+    "timeout_or_default",
+]
 
 #: What ``timeout=math.inf`` becomes: no limit, as in trio and anyio (a wait this long is
 #: still a finite number every lock and clock can take: about 31 years).
@@ -76,9 +89,50 @@ def count(name: str, value: object, error: type[Exception] = ConfigError) -> int
 
 
 def buffer_size(value: object) -> int:
-    """A stream's buffer, in items: an int >= 1 (``TypeError`` for a non-int, ``ValueError`` below 1)."""
+    """A stream's buffer, in items: an int from 1 to ``sys.maxsize``.
+
+    ``TypeError`` for a non-int; :class:`ConfigError` (a ``ValueError``) below 1 or above
+    ``sys.maxsize``, the most a channel can count, so the error comes when the option is
+    given, not as an ``OverflowError`` at the first read.
+    """
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"buffer must be an int number of items, not {type(value).__name__} {value!r}")
     if value < 1:
-        raise ValueError(f"buffer must be >= 1 item, not {value!r}")
+        raise ConfigError(f"buffer must be >= 1 item, not {value!r}")
+    if value > sys.maxsize:
+        raise ConfigError(f"buffer must be at most sys.maxsize ({sys.maxsize}) items, not {value!r}")
     return value
+
+
+def _is_sync_function(fn: object) -> bool:
+    """True only when *fn* is certainly a plain (not ``async def``) Python function or method.
+
+    Anything else (a coroutine function, an object with an ``async def __call__``, a compiled
+    callable whose kind cannot be seen) is given the benefit of the doubt.
+    """
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if isinstance(fn, types.MethodType):
+        fn = fn.__func__
+    if not isinstance(fn, types.FunctionType):
+        call = getattr(type(fn), "__call__", None)  # noqa: B004 - the class's own __call__
+        if isinstance(fn, type) or not isinstance(call, types.FunctionType):
+            return False
+        fn = call
+    return not (inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn))
+
+
+def coroutine_function(what: str, fn: object) -> None:
+    """Refuse, before anything runs, a callable that is certainly not a coroutine function.
+
+    ``run(sync_fn)`` would otherwise call *sync_fn* on the runtime loop (blocking it, and
+    running its side effects) and only then fail on its non-awaitable result.
+    """
+    if not callable(fn):
+        raise TypeError(f"{what} needs a coroutine function, not {type(fn).__name__} {fn!r}")
+    if _is_sync_function(fn):
+        name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+        raise TypeError(
+            f"{what} needs a coroutine function (async def), but {name} is a plain function, whose result "
+            "is not awaitable (and calling it would run it on the runtime loop); make it 'async def'"
+        )

@@ -9,6 +9,7 @@ executed: the runtime maps each type to its handler.
 from __future__ import annotations
 
 import contextvars
+import sys
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -31,6 +32,31 @@ __all__ = [
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
+#: sniffio's "which async library runs this task" variable, found once sniffio is imported.
+_sniffio_var: contextvars.ContextVar[Any] | None = None
+
+
+def caller_context() -> contextvars.Context:
+    """A copy of the caller's context for a command, minus sniffio's library variable.
+
+    Everything else crosses, but sniffio's variable names the *caller's* library (``anyio.run``
+    under trio sets it to ``"trio"``): code on the runtime loop (anyio, httpx, every SDK that asks
+    sniffio) must see ``"asyncio"``, so the variable is reset, as anyio's own thread bridge does.
+    Costs one dict look-up until sniffio is imported.
+    """
+    global _sniffio_var
+    ctx = contextvars.copy_context()
+    var = _sniffio_var
+    if var is None:
+        sniffio = sys.modules.get("sniffio")
+        var = getattr(sniffio, "current_async_library_cvar", None) if sniffio is not None else None
+        if var is None:
+            return ctx
+        _sniffio_var = var
+    if ctx.get(var) is not None:
+        ctx.run(var.set, None)
+    return ctx
+
 
 def callable_name(fn: object) -> str:
     """A readable name for *fn* in messages: its qualified name, or its class's for an object."""
@@ -51,7 +77,8 @@ class PyCommand:
         the selected core; the runtime's helpers pass one of the runtime's own core).
 
     Attributes (read-only): ``oneshot``; ``context``, the :class:`contextvars.Context` copied
-    when the command was made; ``agent_id``, the agent the command is about (None for
+    when the command was made (sniffio's library variable reset, so code on the runtime loop
+    sees asyncio); ``agent_id``, the agent the command is about (None for
     :class:`Run` and :class:`Stream`).
     """
 
@@ -67,7 +94,7 @@ class PyCommand:
 
     def __init__(self, *, oneshot: Oneshot | None = None) -> None:
         object.__setattr__(self, "oneshot", Oneshot() if oneshot is None else oneshot)
-        object.__setattr__(self, "context", contextvars.copy_context())
+        object.__setattr__(self, "context", caller_context())
         object.__setattr__(self, "_unsent", [None])
 
     def claim(self) -> bool:
@@ -134,15 +161,16 @@ class Run(PyCommand):
     """Run ``await fn(*args, **kwargs)`` on the runtime loop; the result is what it returned.
 
     What :meth:`~agybridge.PythonRuntime.run`, :meth:`~agybridge.PythonRuntime.wrap` and
-    :meth:`~agybridge.PythonRuntime.submit` send. *fn* must return an awaitable (checked when the
-    command runs: :class:`TypeError` then).
+    :meth:`~agybridge.PythonRuntime.submit` send. *fn* must return an awaitable: a plain
+    ``def`` function is refused here, before anything runs; any other callable whose result is
+    not awaitable fails with :class:`TypeError` when the command runs.
 
     :param fn: the coroutine function (attribute ``fn``).
     :param args: its positional arguments (attribute ``args``, a tuple).
     :param kwargs: its keyword arguments (attribute ``kwargs``, a read-only mapping).
     :param oneshot: the :class:`~agybridge.Oneshot` the outcome goes to (default: a new one of
         the selected core; the runtime's helpers pass one of the runtime's own core).
-    :raises TypeError: *fn* is not callable.
+    :raises TypeError: *fn* is not callable, or is a plain (not ``async def``) function.
     """
 
     __slots__ = ("args", "fn", "kwargs")
@@ -160,8 +188,7 @@ class Run(PyCommand):
         oneshot: Oneshot | None = None,
     ) -> None:
         super().__init__(oneshot=oneshot)
-        if not callable(fn):
-            raise TypeError(f"run() needs a coroutine function, not {type(fn).__name__} {fn!r}")
+        _validate.coroutine_function("run()", fn)  # refused before anything runs
         object.__setattr__(self, "fn", fn)
         object.__setattr__(self, "args", tuple(args))
         object.__setattr__(self, "kwargs", MappingProxyType(dict(kwargs)) if kwargs else _EMPTY)

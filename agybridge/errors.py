@@ -145,7 +145,7 @@ class QueueClosedError(AgyBridgeError, RuntimeError):
 
 class RuntimeShutdownError(QueueClosedError):
     """The runtime is shut down (or shutting down) and will not run this command: it was sent after
-    shutdown began, was still queued then, or outlasted the shutdown grace and was cancelled.
+    shutdown began, or outlasted the shutdown grace and was cancelled.
     """
 
 

@@ -97,6 +97,7 @@ class PythonRuntime:
             closed_error=thread.closed_error,
             abort=wing.abort,
             stop_stream=wing.stop_stream,
+            finished=wing.when_finished,
             shutdown=lambda grace, timeout: self.shutdown(grace, timeout=timeout),
             ashutdown=self.ashutdown,
         )
@@ -173,8 +174,8 @@ class PythonRuntime:
     def shutdown(self, grace: float | None = None, *, timeout: float | None = None) -> None:
         """Stop the runtime and wait for its thread to exit; idempotent.
 
-        New sends raise :class:`RuntimeShutdownError` at once; commands still queued fail with it;
-        in-flight commands get *grace* seconds to finish, then are cancelled and fail with it; agents
+        New sends raise :class:`RuntimeShutdownError` at once; commands accepted before (running,
+        or still queued) get *grace* seconds to finish, then are cancelled and fail with it; agents
         with ``aclose()`` are closed (one agent's failing or hanging ``aclose()`` never stops the
         others); the registry is emptied, the loop closed and the thread joined. A second call, from
         any thread, waits for the same stop. From the runtime's own thread or from async code use

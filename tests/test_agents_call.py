@@ -52,7 +52,7 @@ def test_call_awaits_the_named_method_with_its_arguments(core: ModuleType) -> No
             await table.call(CallAgent("b", "double", (1,)))
         with pytest.raises(AttributeError, match="no method 'nope'"):
             await table.call(CallAgent("a", "nope"))
-        with pytest.raises(TypeError, match="not an awaitable"):
+        with pytest.raises(TypeError, match="plain is not a coroutine function"):
             await table.call(CallAgent("a", "plain"))
         with pytest.raises(TypeError, match="not the int"):
             await table.call(CallAgent("a", "double", (1,), agent_type=int))

@@ -137,7 +137,7 @@ def test_errors_name_the_agent_and_the_method(runtime: PythonRuntime, agent: Sum
     handle = runtime.agent("s1")
     with pytest.raises(AttributeError, match=r"'s1'.*'missing'"):
         handle.missing()
-    with pytest.raises(TypeError, match="not an awaitable"):
+    with pytest.raises(TypeError, match=r"sync_method is not a coroutine function"):
         handle.sync_method()
     with pytest.raises(AttributeError, match="private"):
         handle.call("_secret")

@@ -8,12 +8,17 @@ on the runtime loop for the exit signal, runs ``__aexit__`` with the body's exce
 reports whether it suppressed it. The resource lives on the runtime loop in between, so
 ``run()`` calls made inside the body can use it.
 
-The caller's exit is two steps: it delivers the body's exception through a thread-safe
-oneshot (the *exit signal*, which reaches the holder even once shutdown has closed the
-queue), then waits for the holder's verdict with an exit command (a ``Run`` like any
-other: timeout, Ctrl-C and cancellation behave as for ``run()``). Giving up on that exit
-command (its timeout, Ctrl-C, a cancelled ``await``) cancels the holder too, so
-``__aexit__`` is interrupted rather than left running unobserved.
+The caller's exit is two steps, and neither goes through the command queue, so an exit is
+never refused (not by ``max_in_flight``, not by a shutdown that closed the queue): it
+delivers the body's exception through a thread-safe oneshot (the *exit signal*), then waits
+for the holder's *verdict*, another thread-safe oneshot, bounded by the timeout. Giving up
+on that wait (its timeout, Ctrl-C, a cancelled ``await``) cancels the holder task on the
+loop, so ``__aexit__`` is interrupted rather than left running unobserved.
+
+If the holder was cancelled on the loop before the caller's exit (its own task group
+cancels it when a child fails, or shutdown's grace ran out), the signal cannot be
+delivered; the caller still waits for the verdict, so an exception ``__aexit__`` raised
+(the task group's ``ExceptionGroup``) reaches the caller's ``with`` with its own type.
 
 Shutdown while a context manager is held: the holder is an in-flight command, so it gets
 the shutdown grace period, then its task is cancelled and ``__aexit__`` runs, in its own
@@ -24,17 +29,17 @@ task, with that ``CancelledError``. The caller's later exit then raises
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from agybridge import _validate
-from agybridge._backends import _asyncio, shielded_under_trio
+from agybridge._backends import _asyncio, await_oneshot, shielded_under_trio
 from agybridge._caller.send import Sender
 from agybridge._select import Oneshot
 from agybridge.commands import Run
-from agybridge.errors import CommandCancelledError, RuntimeShutdownError
+from agybridge.errors import CommandCancelledError, DeadlockError, OperationTimeoutError, RuntimeShutdownError
 
 __all__ = ["AsyncRemoteContext", "HeldCount", "RemoteContext", "RemoteContextSource"]
 
@@ -72,19 +77,18 @@ class HeldCount:
 class _Holder:
     """The one task that enters, holds and exits the context manager on the runtime loop."""
 
-    def __init__(self, source: RemoteContextSource[Any], entered: Oneshot, signal: Oneshot, held: HeldCount) -> None:
+    def __init__(
+        self, source: RemoteContextSource[Any], entered: Oneshot, signal: Oneshot, verdict: Oneshot, held: HeldCount
+    ) -> None:
         self.source = source
         self.held = held
         self.entered = entered  # the enter command's own oneshot: completed with the value
         self.signal = signal  # set by the caller with the body's (exc_type, exc, tb)
-        self.task: asyncio.Task[Any] | None = None
-        self.exited: asyncio.Future[tuple[bool, BaseException | None]] | None = None
+        self.verdict = verdict  # set here with (suppressed, what __aexit__ raised or None)
         name = getattr(source, "__qualname__", None) or type(source).__qualname__
         self.__qualname__ = f"enter({name})"  # Run.describe() and timeout messages show it
 
     async def __call__(self) -> None:
-        self.task = asyncio.current_task()
-        self.exited = asyncio.get_running_loop().create_future()
         source = self.source
         # Made here, on the runtime loop, so whatever it binds to a loop binds to this one.
         cm: Any = source if hasattr(type(source), "__aenter__") else source()  # type: ignore[operator]
@@ -100,7 +104,7 @@ class _Holder:
             self.held.count += 1
             try:
                 exc_info = await _asyncio.await_oneshot(self.signal, None, _never, _nothing)
-            except BaseException as exc:  # noqa: BLE001 - cancelled while held: shutdown or an abandoned exit
+            except BaseException as exc:  # noqa: BLE001 - cancelled while held: its task group, shutdown, an abandoned exit
                 cancelled = exc
                 exc_info = (type(exc), exc, exc.__traceback__)
             finally:
@@ -108,30 +112,14 @@ class _Holder:
         try:
             suppress = bool(await kind.__aexit__(cm, *exc_info))
         except BaseException as exc:
-            self.exited.set_result((False, exc))
+            self.verdict.set_result((False, exc))
             raise
-        self.exited.set_result((suppress, None))
+        self.verdict.set_result((suppress, None))
         if cancelled is not None:
             raise cancelled  # the task ends as it was told to, whatever __aexit__ returned
 
 
-async def _await_exit(holder: _Holder) -> tuple[bool, BaseException | None]:
-    """The exit command's task: wait for the holder's verdict; if abandoned, cancel the holder."""
-    exited = holder.exited
-    assert exited is not None  # the exit signal was accepted, so the holder is past __aenter__
-    try:
-        return await asyncio.shield(exited)
-    except asyncio.CancelledError:
-        if holder.task is not None:
-            holder.task.cancel()
-        raise
-
-
-def _exit_command(sender: Sender, holder: _Holder, exc_info: ExcInfo) -> Run | None:
-    """Deliver the exit signal; the command that waits for the verdict, or None if the holder is gone."""
-    if holder.signal.set_result(exc_info):
-        return Run(_await_exit, (holder,), oneshot=sender.oneshot())
-    return None
+Verdict = tuple[bool, BaseException | None]
 
 
 def _gone(sender: Sender, holder: _Holder) -> BaseException:
@@ -141,14 +129,18 @@ def _gone(sender: Sender, holder: _Holder) -> BaseException:
     return CommandCancelledError(f"{what} was cancelled on the runtime loop while the caller held it")
 
 
-def _verdict(holder: _Holder, verdict: tuple[bool, BaseException | None], body_exc: BaseException | None) -> bool:
+def _verdict(
+    sender: Sender, holder: _Holder, verdict: Verdict, body_exc: BaseException | None, delivered: bool
+) -> bool:
     suppress, error = verdict
+    if error is not None and error is not body_exc and not isinstance(error, asyncio.CancelledError):
+        raise error  # __aexit__'s own error: a task group's ExceptionGroup keeps its type
+    if not delivered:
+        raise _gone(sender, holder)  # cancelled on the loop before the caller's exit reached it
     if isinstance(error, asyncio.CancelledError) and error is not body_exc:
         # Cancelled on the runtime loop by code other than this caller: report it as every
         # command's loop-side cancellation is reported, never as asyncio's own exception.
         raise CommandCancelledError(f"{holder.__qualname__}: __aexit__ was cancelled on the runtime loop") from error
-    if error is not None and error is not body_exc:
-        raise error
     return suppress  # __aexit__ re-raising the body's own exception is "not suppressed"
 
 
@@ -160,14 +152,36 @@ class _RemoteContextBase(Generic[T]):
             )
         self._sender = sender
         self._timeout = None if timeout is None else _validate.call_timeout("timeout", timeout)
-        self._holder = _Holder(source, sender.oneshot(), sender.oneshot(), held)
+        self._holder = _Holder(source, sender.oneshot(), sender.oneshot(), sender.oneshot(), held)
         self._used = False
+        self._entered = False
+        self._exited = False
+        self._cmd: Run | None = None
 
     def _enter_command(self) -> Run:
         if self._used:
             raise RuntimeError(f"{self._holder.__qualname__} can be entered only once")
         self._used = True
-        return Run(self._holder, oneshot=self._holder.entered)
+        self._cmd = Run(self._holder, oneshot=self._holder.entered)
+        return self._cmd
+
+    def _begin_exit(self, exc_info: ExcInfo) -> bool:
+        """Check the exit is legal, then deliver the body's exception; True if the holder got it."""
+        what = self._holder.__qualname__
+        if not self._entered:
+            raise RuntimeError(f"{what} was exited before it was entered (or its enter failed)")
+        if self._exited:
+            raise RuntimeError(f"{what} was already exited")
+        self._exited = True
+        return bool(self._holder.signal.set_result(exc_info))
+
+    def _abort_holder(self) -> None:
+        """The caller gave up waiting for the verdict: cancel the holder task on the loop."""
+        if self._cmd is not None:
+            self._sender.abort(self._cmd)
+
+    def _exit_timeout(self, limit: float) -> OperationTimeoutError:
+        return OperationTimeoutError(f"the exit of {self._holder.__qualname__} did not complete within {limit} s")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._holder.__qualname__}>"
@@ -199,6 +213,7 @@ class RemoteContext(_RemoteContextBase[T]):
             # landing after the result), nobody will exit it: tell the holder to exit now.
             holder.signal.set_result((type(exc), exc, exc.__traceback__))
             raise
+        self._entered = True
         return value
 
     def __exit__(
@@ -207,17 +222,34 @@ class RemoteContext(_RemoteContextBase[T]):
         """Run ``__aexit__`` in the holder task with the body's exception and wait for its verdict.
 
         :returns: True if ``__aexit__`` suppressed the body's exception.
-        :raises Exception: what ``__aexit__`` raised.
+        :raises Exception: what ``__aexit__`` raised, with its own type (an ``ExceptionGroup`` of a
+            task group whose child failed), also when that cancelled the holder before this exit.
         :raises OperationTimeoutError: the exit outlasted the timeout (the holder is cancelled).
+        :raises RuntimeError: exited before it was entered, or a second time.
+        :raises DeadlockError: called on the runtime's own thread.
         :raises RuntimeShutdownError: the runtime shut down while the context manager was held; it
             was exited in its task after the shutdown grace.
         """
-        holder = self._holder
-        cmd = _exit_command(self._sender, holder, (exc_type, exc, tb))
-        if cmd is None:
-            raise _gone(self._sender, holder)
-        verdict: tuple[bool, BaseException | None] = self._sender.send(cmd, self._timeout)
-        return _verdict(holder, verdict, exc)
+        sender = self._sender
+        if sender.on_loop_thread():
+            raise DeadlockError(
+                f"{self._holder.__qualname__} was exited on the runtime's own thread, where waiting for "
+                "its __aexit__ can never finish; use 'async with runtime.aenter(...)' there"
+            )
+        delivered = self._begin_exit((exc_type, exc, tb))
+        shot = self._holder.verdict
+        limit = sender.limit(self._timeout)
+        try:
+            if not shot.wait(limit, 0.0) and shot.set_exception(self._exit_timeout(limit)):
+                self._abort_holder()
+        except Exception:
+            raise
+        except BaseException:
+            if shot.cancel():  # Ctrl-C while waiting: __aexit__ must not run on unobserved
+                self._abort_holder()
+            raise
+        verdict: Verdict = shot.result(0)
+        return _verdict(sender, self._holder, verdict, exc, delivered)
 
 
 class AsyncRemoteContext(_RemoteContextBase[T]):
@@ -238,19 +270,20 @@ class AsyncRemoteContext(_RemoteContextBase[T]):
         except BaseException as exc:
             holder.signal.set_result((type(exc), exc, exc.__traceback__))
             raise
+        self._entered = True
         return value
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
         """:meth:`RemoteContext.__exit__`, awaited; under trio the wait is shielded (see the class)."""
-        holder = self._holder
-        cmd = _exit_command(self._sender, holder, (exc_type, exc, tb))
-        if cmd is None:
-            raise _gone(self._sender, holder)
-        verdict = await shielded_under_trio(self._wait(cmd))
-        return _verdict(holder, verdict, exc)
+        delivered = self._begin_exit((exc_type, exc, tb))
+        verdict = await shielded_under_trio(self._wait())
+        return _verdict(self._sender, self._holder, verdict, exc, delivered)
 
-    async def _wait(self, cmd: Run) -> tuple[bool, BaseException | None]:
-        result: Awaitable[tuple[bool, BaseException | None]] = self._sender.asend(cmd, self._timeout)
-        return await result
+    async def _wait(self) -> Verdict:
+        limit = self._sender.limit(self._timeout)
+        verdict: Verdict = await await_oneshot(
+            self._holder.verdict, limit, lambda: self._exit_timeout(limit), self._abort_holder
+        )
+        return verdict

@@ -14,7 +14,11 @@ result (or error) got there first, the cancel loses, returns False and leaves th
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
+import logging
+import queue
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -25,6 +29,64 @@ from agybridge.errors import DeadlockError, OperationTimeoutError
 __all__ = ["CommandFuture", "Deadline"]
 
 T = TypeVar("T")
+
+
+_LOGGER = logging.getLogger("concurrent.futures")  # where concurrent.futures logs a failing callback
+
+_Callbacks = tuple[concurrent.futures.Future[Any], list[Callable[[Any], object]]]
+
+
+class _CallbackThread:
+    """The one daemon thread that runs the done callbacks of futures completed on a runtime loop.
+
+    A callback running on the runtime loop would stall every agent for as long as it takes;
+    here it delays only the callbacks queued behind it. Started on first use (and again in a
+    forked child, where the parent's thread does not exist); at interpreter exit, callbacks
+    already queued get up to :data:`EXIT_DRAIN` seconds to run.
+    """
+
+    EXIT_DRAIN = 1.0
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[_Callbacks] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pending = 0
+        self._idle = threading.Condition(self._lock)
+        atexit.register(self.drain, self.EXIT_DRAIN)
+
+    def run(self, future: concurrent.futures.Future[Any], callbacks: list[Callable[[Any], object]]) -> None:
+        with self._lock:
+            self._pending += 1
+            thread = self._thread
+            if thread is None or not thread.is_alive():
+                thread = self._thread = threading.Thread(
+                    target=self._work, name="agy-bridge-future-callbacks", daemon=True
+                )
+                thread.start()
+        self._jobs.put((future, callbacks))
+
+    def _work(self) -> None:
+        while True:
+            future, callbacks = self._jobs.get()
+            for callback in callbacks:
+                try:
+                    callback(future)
+                except BaseException:  # even Ctrl-C's: logged as concurrent.futures does, the thread goes on
+                    _LOGGER.exception("exception calling callback for %r", future)
+            del future, callbacks
+            with self._lock:
+                self._pending -= 1
+                if not self._pending:
+                    self._idle.notify_all()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait up to *timeout* seconds for the queued callbacks to run; True if they all did."""
+        with self._lock:
+            return self._idle.wait_for(lambda: not self._pending, timeout)
+
+
+_CALLBACKS = _CallbackThread()
 
 
 class CommandFuture(concurrent.futures.Future[T]):
@@ -40,6 +102,14 @@ class CommandFuture(concurrent.futures.Future[T]):
     handler's exception) as a blocking ``run()`` is, and that cancels the command too. A plain
     ``TimeoutError`` from ``result(timeout)`` only stops waiting, as for any
     ``concurrent.futures.Future``; the command keeps its own operation timeout.
+
+    **Where done callbacks run.** Never on the runtime loop (a slow callback there would stall
+    every agent): when the loop completes the future, its callbacks run, in order, on one daemon
+    thread of the process (``agy-bridge-future-callbacks``), after the future's waiters were
+    woken. A callback added to a future already done runs at once on the adding thread (on the
+    runtime's own thread, it goes to that daemon thread too), and a future a caller completes
+    (:meth:`cancel`) runs its callbacks on that caller's thread, as every
+    ``concurrent.futures.Future`` does. A callback that raises is logged, never propagated.
     """
 
     def __init__(self, shot: Oneshot, abort: Callable[[], object], on_loop_thread: Callable[[], bool]) -> None:
@@ -60,6 +130,22 @@ class CommandFuture(concurrent.futures.Future[T]):
                 self.set_result(shot.result(0))
             else:
                 self.set_exception(exc)
+
+    def _invoke_callbacks(self) -> None:
+        # concurrent.futures runs the callbacks on the completing thread: not on the loop.
+        if self._on_loop_thread():
+            callbacks = list(self._done_callbacks)  # type: ignore[attr-defined]
+            if callbacks:
+                _CALLBACKS.run(self, callbacks)
+            return
+        super()._invoke_callbacks()  # type: ignore[misc]
+
+    def add_done_callback(self, fn: Callable[[Any], object]) -> None:
+        """Call ``fn(future)`` once the future is done; see the class for the thread it runs on."""
+        if self.done() and self._on_loop_thread():
+            _CALLBACKS.run(self, [fn])
+            return
+        super().add_done_callback(fn)
 
     def cancel(self) -> bool:
         """Cancel the command unless its outcome is already decided.

@@ -17,15 +17,32 @@ callables of a :class:`LoopDoor` that the facade (:mod:`agybridge.runtime`) hand
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 from agybridge import _validate
-from agybridge._backends import _seen, await_oneshot, checkpoint_if_cancelled, host_key, in_trio_run, running_host_key
+from agybridge._backends import (
+    _seen,
+    await_oneshot,
+    checkpoint_if_cancelled,
+    host_key,
+    in_trio_run,
+    running_host_key,
+    shielded_under_trio,
+)
 from agybridge._caller.futures import CommandFuture
-from agybridge._origin import BlockingCaller, LoopCaller, set_caller, thread_sensitive_seen
+from agybridge._caller.serving import StreamCaller
+from agybridge._origin import (
+    BlockingCaller,
+    LoopCaller,
+    on_a_runtime_loop,
+    set_caller,
+    thread_sensitive_seen,
+    worker_pool,
+)
 from agybridge._registry import BRIDGE_STATE
 from agybridge._select import Channel, Oneshot
 from agybridge.commands import (
@@ -50,6 +67,8 @@ from agybridge.errors import (
 )
 
 __all__ = ["LoopDoor", "Sender", "caller_spin_budget", "end_channel_with"]
+
+logger = logging.getLogger("agybridge")
 
 _COMMANDS = "a PyCommand (Chat, CallAgent, Run, RegisterAgent, UnregisterAgent, Shutdown)"
 
@@ -91,6 +110,9 @@ class LoopDoor:
     abort: Callable[[PyCommand], None]
     #: Ask the loop to stop the producer of a stream whose consumer left.
     stop_stream: Callable[[PyCommand], None]
+    #: A oneshot completed once *cmd*'s task on the loop has ended (at once if it is not
+    #: running), ordered after the abort / stop requests made before it.
+    finished: Callable[[PyCommand], Oneshot]
     #: Shut the runtime down (a :class:`Shutdown` command): blocking, and awaited.
     shutdown: Callable[[float | None, float | None], None]
     ashutdown: Callable[[float | None], Awaitable[None]]
@@ -113,12 +135,10 @@ def end_channel_with(channel: Channel, what: str) -> Callable[[Oneshot], None]:
     return end
 
 
-def _wants_caller_thread(agent_id: str) -> bool:
-    state = BRIDGE_STATE.find(agent_id)
-    return state is not None and bool(state.has_thread_sensitive_tools())
+_AGENT_COMMANDS = (Chat, ChatStream, CallAgent)
 
 
-def _refuse_chat_on_its_host(cmd: Chat, here: object) -> None:
+def _refuse_chat_on_its_host(cmd: Chat | ChatStream, here: object) -> None:
     state = BRIDGE_STATE.find(cmd.agent_id)
     if state is None or state.host is None or host_key(state.host) is not here:
         return
@@ -129,21 +149,32 @@ def _refuse_chat_on_its_host(cmd: Chat, here: object) -> None:
         )
 
 
-def blocking_caller(cmd: PyCommand) -> BlockingCaller | None:
+def _serves(cmd: PyCommand) -> bool:
+    """Whether the caller of *cmd* may be asked to run thread-sensitive tool calls.
+
+    A chat or an agent call: its agent's own tools, and those of any agent it reaches with an
+    ``achat`` of its own, which inherits this caller (so they never run on the runtime loop).
+    """
+    return thread_sensitive_seen() and type(cmd) in _AGENT_COMMANDS
+
+
+def blocking_caller(cmd: PyCommand, abort: Callable[[PyCommand], None] | None = None) -> BlockingCaller | None:
     """For a blocking send, before submitting: the caller object, or None on the fast path.
 
-    Raises :class:`DeadlockError` for a ``chat()`` made on the loop that hosts the agent's
-    async tools.
+    *abort* cancels the command on the loop: the caller calls it when Ctrl-C lands while it
+    runs a thread-sensitive tool. Raises :class:`DeadlockError` for a ``chat()`` made on the
+    loop that hosts the agent's async tools.
     """
     if not _seen.caller_checks:
-        return None  # the fast path: no host loop, no thread-sensitive tool anywhere
+        return None  # the fast path: no host loop, thread-sensitive tool or worker anywhere
     here = running_host_key()
-    serves = thread_sensitive_seen() and type(cmd) is Chat and _wants_caller_thread(cmd.agent_id)
-    if here is None and not serves:
+    serves = _serves(cmd)
+    pool = worker_pool()  # a sync tool's worker thread: it lends its pool slot while it waits
+    if here is None and not serves and pool is None:
         return None
     if here is not None and isinstance(cmd, Chat):
         _refuse_chat_on_its_host(cmd, here)
-    caller = BlockingCaller(cmd, here, serves)
+    caller = BlockingCaller(cmd, here, serves, abort, pool)
     set_caller(cmd.context, caller)
     return caller
 
@@ -157,7 +188,9 @@ async def _before_async_send(cmd: PyCommand) -> None:
             if isinstance(cmd, PyCommand):
                 cmd.oneshot.cancel()
             raise
-    if thread_sensitive_seen() and type(cmd) is Chat and _wants_caller_thread(cmd.agent_id):
+    if _serves(cmd) and not on_a_runtime_loop():
+        # Never on a runtime's own loop (an agent's achat to another agent): that command
+        # keeps the caller it inherited, and its tools run where that caller is.
         set_caller(cmd.context, LoopCaller(cmd))
 
 
@@ -173,6 +206,20 @@ def _refuse_reuse(cmd: PyCommand, code: int) -> None:
             f"{cmd.describe()} carries a oneshot that is already completed ({cmd.oneshot!r}); "
             "give every command a new Oneshot"
         )
+
+
+def _nothing() -> None:
+    pass
+
+
+def report_slow_cleanup(cmd: PyCommand, limit: float) -> None:
+    """A cleanup on the loop outlasted the bound the caller waits for it: say so, go on."""
+    logger.warning(
+        "%s: the remote cleanup (its except/finally blocks) did not finish within the %s s operation "
+        "timeout after the caller left; it keeps running on the runtime loop",
+        cmd.describe(),
+        limit,
+    )
 
 
 class Sender:
@@ -292,7 +339,7 @@ class Sender:
             if not isinstance(cmd, PyCommand):
                 raise TypeError(f"expected {_COMMANDS}, not {cmd!r}")
         # None unless this thread runs a loop or the chat may need this thread for a tool.
-        caller = blocking_caller(cmd) if _seen.caller_checks else None
+        caller = blocking_caller(cmd, door.abort) if _seen.caller_checks else None
         shot = cmd.oneshot
         try:
             # The submit is inside the guard too: Ctrl-C can land after the push but before
@@ -323,9 +370,21 @@ class Sender:
         await _before_async_send(cmd)  # trio: a cancelled scope never submits
         self.submit(cmd)
         spin = 0.0 if door.on_loop_thread() else self.spin_budget()
-        return await await_oneshot(
-            cmd.oneshot, limit, lambda: self.timeout_error(cmd, limit), lambda: door.abort(cmd), spin
-        )
+        aborted: list[bool] = []
+
+        def abort() -> None:
+            aborted.append(True)
+            door.abort(cmd)
+
+        try:
+            return await await_oneshot(cmd.oneshot, limit, lambda: self.timeout_error(cmd, limit), abort, spin)
+        except BaseException as exc:
+            if aborted and not isinstance(exc, Exception):
+                # This caller's cancellation stopped the command: return once the remote
+                # except/finally blocks have run (bounded), as anyio's portal does. (A timeout
+                # is reported at once: its bound is the caller's, and it has passed.)
+                await self.await_cleanup(cmd, door.finished(cmd))
+            raise
 
     def submit_future(self, cmd: PyCommand) -> CommandFuture[Any]:
         """Submit *cmd* without waiting; its outcome goes to the returned future."""
@@ -343,8 +402,13 @@ class Sender:
             raise
         return future
 
-    def start_stream(self, cmd: Stream | ChatStream, blocking: bool) -> None:
-        """Submit a stream's command; its channel ends with the command's outcome."""
+    def start_stream(self, cmd: Stream | ChatStream, blocking: bool) -> StreamCaller | None:
+        """Submit a stream's command; its channel ends with the command's outcome.
+
+        A blocking consumer gets the caller object that serves its thread-sensitive tool calls
+        (None on the fast path), and a streamed chat on the loop that hosts its agent's async
+        tools is refused with :class:`DeadlockError`, as ``chat()`` is.
+        """
         door = self._door
         door.check_fork()
         if blocking and door.on_loop_thread():
@@ -352,8 +416,52 @@ class Sender:
                 f"a blocking iteration of {cmd.describe()} was started on the runtime's own thread, where "
                 "waiting for an item can never finish; use 'async for' over runtime.astream(...)"
             )
+        caller = self._stream_caller(cmd) if blocking else None
         cmd.oneshot.add_done_callback(end_channel_with(cmd.channel, cmd.describe()))
         self.submit(cmd)
+        return caller
+
+    async def astart_stream(self, cmd: Stream | ChatStream) -> None:
+        """:meth:`start_stream` for ``async for``: trio's cancelled-scope rule first (an
+        already-cancelled scope never submits, as for every awaited call), and an
+        ``achat_stream`` consumer's loop runs its thread-sensitive tools, as ``achat``'s does."""
+        self._door.check_fork()
+        await _before_async_send(cmd)
+        self.start_stream(cmd, blocking=False)
+
+    def _stream_caller(self, cmd: Stream | ChatStream) -> StreamCaller | None:
+        if not _seen.caller_checks:
+            return None  # the fast path: no host loop, no thread-sensitive tool anywhere
+        here = running_host_key()
+        serves = thread_sensitive_seen()
+        if here is None and not serves:
+            return None
+        if here is not None and isinstance(cmd, ChatStream):
+            _refuse_chat_on_its_host(cmd, here)
+        caller = StreamCaller(cmd, here, serves, lambda: self.stop_stream(cmd))
+        set_caller(cmd.context, caller)
+        return caller
+
+    def when_finished(self, cmd: PyCommand) -> Oneshot:
+        """A oneshot completed once *cmd*'s task has ended on the loop (its ``finally`` ran)."""
+        return self._door.finished(cmd)
+
+    def wait_cleanup(self, cmd: PyCommand, finished: Oneshot) -> None:
+        """Block until *finished*, at most the operation timeout; past it, report and go on."""
+        if not finished.done() and not finished.wait(self.operation_timeout, 0.0):
+            report_slow_cleanup(cmd, self.operation_timeout)
+
+    async def await_cleanup(self, cmd: PyCommand, finished: Oneshot) -> None:
+        """:meth:`wait_cleanup`, awaited (under trio shielded: the caller may be cancelled)."""
+        if finished.done():
+            return
+        limit = self.operation_timeout
+        try:
+            await shielded_under_trio(
+                await_oneshot(finished, limit, lambda: OperationTimeoutError("cleanup"), _nothing)
+            )
+        except OperationTimeoutError:
+            report_slow_cleanup(cmd, limit)
 
     def stop_stream(self, cmd: Stream | ChatStream) -> None:
         """The consumer of *cmd* left: stop its producer on the loop."""

@@ -30,6 +30,15 @@ T = TypeVar("T")
 S = TypeVar("S")
 
 
+def _carry_metadata(wrapper: object, fn: object) -> None:
+    """What ``functools.wraps`` carries (``__name__``, ``__qualname__``, ``__doc__``,
+    ``__module__``, ``__wrapped__``, fn's ``__dict__``), plus ``__self__`` of a bound method."""
+    functools.update_wrapper(wrapper, fn)  # type: ignore[arg-type]
+    owner = getattr(fn, "__self__", None)
+    if owner is not None:
+        wrapper.__self__ = owner  # type: ignore[attr-defined]
+
+
 class Wrapped(Generic[P, T]):
     """``fn`` made blocking: ``wrapped(*args)`` runs ``await fn(*args)`` on the runtime loop.
 
@@ -37,20 +46,24 @@ class Wrapped(Generic[P, T]):
     for asyncio and trio callers, and ``wrapped.submit(*args)`` returns a
     :class:`concurrent.futures.Future` instead of blocking. Used as a decorator on a method, the
     wrapper binds like the function it wraps: ``obj.method(...)`` blocks, ``obj.method.aio(...)``
-    is awaitable. It keeps *fn*'s ``__name__``, ``__doc__`` and ``__wrapped__``. The wrapper holds
-    no state of its own and may be shared by any number of threads.
+    is awaitable. Both faces carry *fn*'s metadata as ``functools.wraps`` does (``__name__``,
+    ``__qualname__``, ``__doc__``, ``__module__``, ``__wrapped__``, and ``__self__`` for a bound
+    method). A plain ``def`` function is refused (:class:`TypeError`) when wrapped. The wrapper
+    holds no state of its own and may be shared by any number of threads.
     """
 
     def __init__(self, sender: Sender, fn: Callable[P, Awaitable[T]], timeout: float | None = None) -> None:
-        if not callable(fn):
-            raise TypeError(f"wrap() needs a coroutine function, not {type(fn).__name__} {fn!r}")
+        _validate.coroutine_function("wrap()", fn)
+        # The metadata first, our own attributes after: update_wrapper copies fn's __dict__,
+        # which must never override the wrapper's timeout (or anything else of ours).
+        _carry_metadata(self, fn)
         self._sender = sender
         self._fn = fn
         self._timeout = None if timeout is None else _validate.call_timeout("timeout", timeout)
+        self._aio: AioWrapped[P, T] | None = None
         # Looked up once: a call then costs what run() costs, one Run and one send_command.
         self._oneshot = sender.oneshot
         self._send = sender.send
-        functools.update_wrapper(self, fn)  # __name__, __doc__, __wrapped__ for introspection
 
     def __repr__(self) -> str:
         return f"<agybridge wrapper of {getattr(self._fn, '__qualname__', self._fn)!r}>"
@@ -69,7 +82,10 @@ class Wrapped(Generic[P, T]):
     @property
     def aio(self) -> AioWrapped[P, T]:
         """The same call, awaitable from asyncio (any loop) or trio: ``await wrapped.aio(*args)``."""
-        return AioWrapped(self._sender, self._fn, self._timeout)
+        aio = self._aio
+        if aio is None:
+            aio = self._aio = AioWrapped(self._sender, self._fn, self._timeout)
+        return aio
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> CommandFuture[T]:
         """Start the call and return its future at once; see :meth:`PythonRuntime.submit`.
@@ -104,12 +120,11 @@ class AioWrapped(Generic[P, T]):
     """The ``.aio`` face of a :class:`Wrapped`: ``await wrapped.aio(*args)``.
 
     Stateless and shareable; its calls may be awaited from any asyncio loop, in any thread, or
-    from trio.
+    from trio. It carries *fn*'s metadata as the blocking face does.
     """
 
-    __slots__ = ("_fn", "_sender", "_timeout")
-
     def __init__(self, sender: Sender, fn: Callable[P, Awaitable[T]], timeout: float | None) -> None:
+        _carry_metadata(self, fn)
         self._sender = sender
         self._fn = fn
         self._timeout = timeout

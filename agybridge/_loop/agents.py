@@ -78,6 +78,13 @@ def _check_agent(agent_id: str, agent: object) -> None:
     """
     chat = getattr(agent, "chat", None)
     stream = getattr(agent, "chat_stream", None)
+    if callable(stream) and inspect.iscoroutinefunction(stream) and not inspect.isasyncgenfunction(stream):
+        # 'async def chat_stream(...): return ...' makes a coroutine, not an async iterator:
+        # every streamed chat would fail, so it is refused here, at registration.
+        raise TypeError(
+            f"the factory for agent {agent_id!r} returned {type(agent).__name__}, whose 'chat_stream' is a "
+            "coroutine function, not an async generator function; chat_stream must 'yield' str chunks"
+        )
     if callable(chat) and is_async_callable(chat):
         return
     if chat is None and callable(stream) and (inspect.isasyncgenfunction(stream) or is_async_callable(stream)):
@@ -181,6 +188,12 @@ class AgentTable:
         method = getattr(agent, cmd.method, None)
         if not callable(method):
             raise AttributeError(f"agent {cmd.agent_id!r} ({type(agent).__qualname__}) has no method {cmd.method!r}")
+        if not is_async_callable(method):
+            # Refused before it is called: a sync method would run on the runtime loop.
+            raise TypeError(
+                f"agent {cmd.agent_id!r}: {type(agent).__qualname__}.{cmd.method} is not a coroutine function "
+                "(async def); handles call async methods only"
+            )
         task = asyncio.current_task()
         assert task is not None
         slot.chats[cmd] = task

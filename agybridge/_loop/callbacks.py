@@ -28,7 +28,14 @@ from typing import Any
 from agybridge import _select
 from agybridge._agent_state import HOOK_EVENTS, AgentBridgeState, Deny, Hook, Policy, Tool
 from agybridge._backends import HostLoop, await_oneshot, host_key
-from agybridge._loop.containment import call_tool_guarded, guard_async_tool, run_tool_guarded, safe_repr
+from agybridge._loop.containment import (
+    call_tool_guarded,
+    escapes,
+    guard_async_tool,
+    run_tool_guarded,
+    safe_repr,
+    tool_error,
+)
 from agybridge._origin import Work, current_caller, current_owner, run_as_owner, set_caller
 from agybridge._registry import BRIDGE_STATE
 from agybridge.errors import (
@@ -111,7 +118,12 @@ async def watch_remote(shot: Any, abort: Callable[[], object], check: Callable[[
 
 
 async def run_on_caller(fn: Callable[[], Any], agent_id: str, tool_name: str) -> Any:
-    """Run thread-sensitive *fn* on the thread of the caller whose chat caused this call."""
+    """Run thread-sensitive *fn* on the thread of the caller whose chat caused this call.
+
+    *fn* is the tool itself: what it raises is contained here (a ``ToolError`` for the kinds
+    that cannot cross), except an interrupt of a blocked sync caller, which leaves that
+    caller's call and cancels the command instead (see :class:`~agybridge._origin.Work`).
+    """
     caller = current_caller()
     if caller is None:
         raise CallerGoneError(
@@ -119,7 +131,11 @@ async def run_on_caller(fn: Callable[[], Any], agent_id: str, tool_name: str) ->
             "of a chat() / achat() caller waiting for it, so there is no caller thread to run it on"
         )
     shot = _new_oneshot()
-    work = Work(fn, callback_context(), shot)
+
+    def convert(exc: BaseException) -> BaseException:
+        return tool_error(agent_id, tool_name, exc) if escapes(exc) else exc
+
+    work = Work(fn, callback_context(), shot, convert)
     caller.post(work)
     return await watch_remote(shot, shot.cancel, caller.gone)
 
@@ -311,8 +327,7 @@ async def _confirm(state: AgentBridgeState, agent_id: str, tool_name: str, conte
 async def _run_tool(agent_id: str, state: AgentBridgeState, tool: Tool, args: dict[str, Any]) -> Any:
     if not tool.is_async:
         if state.runs_on_caller(tool):
-            call = functools.partial(call_tool_guarded, agent_id, tool.name, tool.fn, args)
-            return await run_on_caller(call, agent_id, tool.name)
+            return await run_on_caller(functools.partial(tool.fn, **args), agent_id, tool.name)
         loop = asyncio.get_running_loop()
         guarded = functools.partial(call_tool_guarded, agent_id, tool.name, tool.fn, args)
         return await loop.run_in_executor(

@@ -214,6 +214,15 @@ class Dispatcher:
         if task is not None:
             self._cancel(cmd, task)
 
+    def notify_finished(self, cmd: PyCommand, shot: Any) -> None:
+        """Complete *shot* once *cmd*'s task has ended: at once if none runs (never started,
+        or done), else from the task's done callbacks, after those added before (the reaping)."""
+        task = self._active.get(cmd)
+        if task is None or task.done():
+            shot.set_result(None)
+        else:
+            task.add_done_callback(lambda _task: shot.set_result(None))
+
     def _cancel(self, cmd: PyCommand, task: asyncio.Task[Any]) -> None:
         # A task cancelled before its first step never runs its coroutine, so _execute's
         # clean-up never happens; the done callback reaps such a command instead.
@@ -253,6 +262,22 @@ class Dispatcher:
                 RuntimeShutdownError(f"{cmd.describe()} was still queued when the runtime shut down")
             )
             self.account(cmd)
+
+    def run_leftovers(self, leftovers: list[PyCommand]) -> None:
+        """For shutdown: start the commands the queue held when it closed.
+
+        They were accepted before the shutdown began, so they run within its grace like
+        the commands already running (:meth:`stop_all` waits for them too); only those
+        that outlast it fail with ``RuntimeShutdownError``.
+        """
+        loop = asyncio.get_running_loop()
+        for cmd in leftovers:
+            if cmd.oneshot.done():
+                self.account(cmd)  # cancelled or timed out while still queued
+                continue
+            task = start_task(loop, self._execute(cmd), cmd.context)
+            if not task.done():
+                self._active[cmd] = task
 
     def fail_for_death(self, leftovers: list[PyCommand], cause: BaseException | None, reason: str) -> None:
         """The loop died: fail the queued *leftovers* and every active command.

@@ -7,8 +7,9 @@ wired to each other. The facade holds one and hands the caller's wing a
 
 Shutdown is two steps. :meth:`LoopWing.begin_shutdown` runs on whatever thread asked:
 refusing new work (closing the queue) and the thread's state change are one atomic step,
-then the rest is handed to the loop. There, :meth:`LoopWing._shutdown_sequence` fails what
-was still queued, gives in-flight commands their grace, closes the agents, empties the
+then the rest is handed to the loop. There, the commands still queued (accepted before the
+shutdown) are started, :meth:`LoopWing._shutdown_sequence` gives them and every other
+in-flight command the grace, closes the agents, empties the
 registry and lets the thread finish. A loop that dies instead (its thread's ``run_forever``
 raised) runs :meth:`LoopWing._on_death` on the dying thread.
 """
@@ -72,6 +73,8 @@ class LoopWing:
         handlers: dict[type[PyCommand], Any] = {Run: run_coroutine, Stream: run_stream, **self.agents.handlers()}
         handlers.update(extra_handlers or {})
         self.dispatcher = Dispatcher(self.queue, handlers, config.loop_spin)
+        # Callers waiting for a command's clean-up (see when_finished); released at close.
+        self._finish_waiters: set[Any] = set()
         self.thread = LoopThread(
             name=config.thread_name,
             use_uvloop=config.use_uvloop,
@@ -94,6 +97,20 @@ class LoopWing:
     def stop_stream(self, cmd: PyCommand) -> None:
         """The consumer of *cmd* left: stop its producer on the loop (see ``stop_stream``)."""
         self.thread.call_soon_threadsafe(stop_stream, cmd, self.dispatcher.abort)
+
+    def when_finished(self, cmd: PyCommand) -> Any:
+        """A oneshot completed once *cmd*'s task has ended on the loop (its clean-up ran).
+
+        Scheduled after the abort or stop requests this thread made before, so it sees
+        their effect; completed at once if the loop is gone.
+        """
+        shot = self.core.Oneshot()
+        waiters = self._finish_waiters
+        waiters.add(shot)
+        shot.add_done_callback(waiters.discard)
+        if not self.thread.call_soon_threadsafe(self.dispatcher.notify_finished, cmd, shot):
+            shot.set_result(None)
+        return shot
 
     def ensure_running(self) -> None:
         """Start the thread unless it runs (raises if it was shut down or died)."""
@@ -128,7 +145,8 @@ class LoopWing:
             loop.remove_reader(self.queue.fileno())
 
     def _on_shutdown(self, grace: float, leftovers: list[PyCommand]) -> None:
-        self.dispatcher.fail_queued(leftovers)
+        # Accepted before the shutdown: they get the grace, as the running ones do.
+        self.dispatcher.run_leftovers(leftovers)
         asyncio.get_running_loop().create_task(self._shutdown_sequence(grace))
 
     async def _shutdown_sequence(self, grace: float) -> None:
@@ -138,6 +156,13 @@ class LoopWing:
             self.registry.clear()  # states put there by hand, too
         finally:
             self.thread.finish_stop()
+
+    def _on_closing(self) -> None:
+        # The loop is closing: account what never finished, and release every caller
+        # waiting for a clean-up (nothing more will run).
+        self.dispatcher.reap_all()
+        for shot in list(self._finish_waiters):
+            shot.set_result(None)
 
     def _on_death(self, cause: BaseException | None, reason: str) -> None:
         # On the dying loop thread: refuse new work and fail everything in flight, then free

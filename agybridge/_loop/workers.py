@@ -22,6 +22,9 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from agybridge._backends import _seen
+from agybridge._origin import mark_worker_thread
+
 __all__ = ["DaemonExecutor"]
 
 T = TypeVar("T")
@@ -29,8 +32,21 @@ T = TypeVar("T")
 _Job = tuple["concurrent.futures.Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
+#: A pool grows to at most this many times its size while its workers are lent (see below).
+LEND_FACTOR = 8
+
+
 class DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
-    """Up to *max_workers* daemon threads, started on demand, fed by one queue."""
+    """Up to *max_workers* daemon threads, started on demand, fed by one queue.
+
+    **Lent slots.** A sync tool that blocks in a nested ``runtime.chat()`` (an agent asking
+    another agent) holds its worker while the nested chat's own tools need workers too: 16
+    such chats would take all 16 workers and starve every tool, theirs and unrelated ones.
+    So a worker that blocks in a send lends its slot (:meth:`lend`, called by the send path
+    through :func:`~agybridge._origin.worker_pool`) and takes it back when the send returns
+    (:meth:`reclaim`): while lent, the pool may start one more worker in its place. Growth is
+    bounded by ``LEND_FACTOR * max_workers`` threads, which covers nesting several levels deep.
+    """
 
     def __init__(self, max_workers: int, thread_name_prefix: str) -> None:
         super().__init__(max_workers=max_workers, thread_name_prefix=thread_name_prefix)
@@ -39,6 +55,8 @@ class DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
         self._guard = threading.Lock()
         self._closed = False
         self._workers: list[threading.Thread] = []
+        self._lent = 0  # workers blocked in a send: their slots may be used by others
+        self._hard_limit = max_workers * LEND_FACTOR
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
         """Queue ``fn(*args, **kwargs)``; start a worker if none is idle and the limit allows."""
@@ -47,29 +65,53 @@ class DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
             if self._closed:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             self._jobs.put((future, fn, args, kwargs))
-            if not self._idle.acquire(blocking=False) and len(self._workers) < self._max_workers:
-                n = len(self._workers)
-                # An empty context: a worker must not keep its first submitter's variables;
-                # every job brings its own context (the bridge runs them in a copy of it).
-                thread = threading.Thread(
-                    target=contextvars.Context().run,
-                    args=(self._work,),
-                    name=f"{self._thread_name_prefix}_{n}",
-                    daemon=True,
-                )
+            if not self._idle.acquire(blocking=False) and self._may_grow_locked():
                 try:
-                    thread.start()
+                    self._start_worker_locked()
                 except RuntimeError:
                     # CPython 3.12.0-3.12.2 refuse new threads once the main thread has returned
                     # (gh-113964): the workers already running take the job, if there are any.
                     if not self._workers:
                         future.cancel()  # never run by a worker started later
                         raise
-                else:
-                    self._workers.append(thread)
         return future
 
+    def _may_grow_locked(self) -> bool:
+        n = len(self._workers)
+        return n < self._max_workers + self._lent and n < self._hard_limit
+
+    def _start_worker_locked(self) -> None:
+        n = len(self._workers)
+        # An empty context: a worker must not keep its first submitter's variables;
+        # every job brings its own context (the bridge runs them in a copy of it).
+        thread = threading.Thread(
+            target=contextvars.Context().run,
+            args=(self._work,),
+            name=f"{self._thread_name_prefix}_{n}",
+            daemon=True,
+        )
+        thread.start()
+        self._workers.append(thread)
+        if n == 0:
+            _seen.enable()  # blocking sends now check whether they are made on a worker
+
+    def lend(self) -> None:
+        """A worker of this pool blocks in a send: its slot may run other jobs meanwhile."""
+        with self._guard:
+            self._lent += 1
+            if not self._closed and self._jobs.qsize() > 0 and self._may_grow_locked():
+                try:
+                    self._start_worker_locked()  # the jobs waiting behind the blocked worker
+                except RuntimeError:
+                    pass  # gh-113964 (see submit): the running workers take them
+
+    def reclaim(self) -> None:
+        """The worker's send returned: it takes its slot back."""
+        with self._guard:
+            self._lent -= 1
+
     def _work(self) -> None:
+        mark_worker_thread(self)
         jobs = self._jobs
         while True:
             job = jobs.get()
