@@ -114,6 +114,7 @@ class LoopThread:
         self._death: BaseException | None = None
         self._death_reason = ""
         self._generation = _fork_generation
+        self._pid = os.getpid()  # a fork made in C runs no at-fork hook: the pid tells it too
         self._thread: threading.Thread | None = None
         self._ident: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -134,7 +135,11 @@ class LoopThread:
     @property
     def forked(self) -> bool:
         """True in a forked child of the process that made this loop thread."""
-        return self._generation != _fork_generation
+        return self._generation != _fork_generation or self._pid != os.getpid()
+
+    def belongs_to(self, pid: int) -> None:
+        """Count as made in process *pid*: a runtime with ``after_fork="error"`` refuses in a child."""
+        self._pid = pid
 
     @property
     def is_running(self) -> bool:
@@ -157,10 +162,11 @@ class LoopThread:
 
     def check_fork(self) -> None:
         """Raise :class:`ForkedRuntimeError` in a forked child; the thread is not there."""
-        if self._generation != _fork_generation:
+        if self.forked:
             raise ForkedRuntimeError(
-                "this PythonRuntime was created in a parent process and its thread does not exist "
-                "in this forked child; create a new PythonRuntime in the child"
+                f"this PythonRuntime was started in a parent process (pid {self._pid}) and its thread does "
+                f"not exist in this forked child (pid {os.getpid()}); it has after_fork='error', so it does "
+                "not restart here: create a new PythonRuntime in the child, or use after_fork='restart'"
             )
 
     def closed_error(self) -> RuntimeShutdownError:
@@ -222,7 +228,7 @@ class LoopThread:
         """
         with self._lifecycle:
             previous = self._state
-            if self._generation != _fork_generation:
+            if self.forked:
                 self._state = CLOSED
                 return CLOSED
             if previous in (NEW, RUNNING):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterable, Awaitable, Callable
 from types import ModuleType, TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
@@ -22,6 +23,7 @@ from agybridge._agents import AgentTable
 from agybridge._backends import await_oneshot, current_host
 from agybridge._context_managers import AsyncRemoteContext, HeldCount, RemoteContext, RemoteContextSource
 from agybridge._dispatcher import Dispatcher, RuntimeMetrics
+from agybridge._fork import ForkGuard, adopt
 from agybridge._futures import CommandFuture
 from agybridge._handles import AgentHandle
 from agybridge._loop_thread import NEW, RUNNING, LoopThread
@@ -108,6 +110,12 @@ class PythonRuntime:
         self.config = config if config is not None else RuntimeConfig()
         self._core = core if core is not None else _select.core
         self._oneshot = self._core.Oneshot
+        self._fork = ForkGuard()
+        self._build_parts()
+        track_runtime(self)
+
+    def _build_parts(self) -> None:
+        """Make the parts that live in one process: at construction, and again in a forked child."""
         self._queue = self._core.CommandQueue(self._wake)
         self._op_timeout = self.config.round_trip_timeout
         self._caller_spin = self.config.caller_spin
@@ -116,9 +124,10 @@ class PythonRuntime:
         # Context managers held open by enter(): in flight, but idle until their caller exits
         # them, so they must not stop a caller from spinning for its answer.
         self._held = HeldCount()
-        self._dispatcher = Dispatcher(
-            self._queue, {Run: _run_coroutine, Stream: run_stream, **self._agents.handlers()}, self.config.loop_spin
+        handlers = self._fork.handlers(
+            self._agents, {Run: _run_coroutine, Stream: run_stream, **self._agents.handlers()}
         )
+        self._dispatcher = Dispatcher(self._queue, handlers, self.config.loop_spin)
         # Bound once: the wake-up path runs on every idle->busy transition of the queue.
         self._on_wake = self._dispatcher.on_wake
         self._thread = LoopThread(
@@ -132,7 +141,16 @@ class PythonRuntime:
             on_exit=self._shutdown_at_exit,
             stopped=self._oneshot(),
         )
-        track_runtime(self)
+
+    def _here(self) -> None:
+        """Make this runtime's parts belong to this process: a no-op but in a forked child.
+
+        Called first by every public entry point. In a child (any fork, detected by pid) the parts
+        are rebuilt and the agents registered again (see :mod:`agybridge._fork`); with
+        ``config.after_fork == "error"`` a runtime started before the fork refuses commands instead.
+        """
+        if self._fork.pid != os.getpid():
+            adopt(self)
 
     def __repr__(self) -> str:
         return (
@@ -160,6 +178,7 @@ class PythonRuntime:
         thread, use it instead of ``BRIDGE_STATE`` when several runtimes register the same id
         (``BRIDGE_STATE`` raises :class:`AgentOwnershipError` there).
         """
+        self._here()
         return self._registry
 
     @property
@@ -175,6 +194,7 @@ class PythonRuntime:
         A snapshot, readable from any thread: by the time the caller acts on it, another thread may
         have shut the runtime down.
         """
+        self._here()
         return self._thread.is_running
 
     @property
@@ -189,6 +209,7 @@ class PythonRuntime:
         :raises RuntimeShutdownError: it was never started and the runtime is already shut down.
         :raises RuntimeDiedError: the thread could not start.
         """
+        self._here()
         if self._thread.loop is None:
             self.start()
         loop = self._thread.loop
@@ -208,6 +229,7 @@ class PythonRuntime:
         :raises RuntimeDiedError: the thread died or could not start (the cause is ``__cause__``).
         :raises ForkedRuntimeError: called in a forked child of the process that started it.
         """
+        self._here()
         self._thread.start()
         return self
 
@@ -244,6 +266,7 @@ class PythonRuntime:
         :raises DeadlockError: called on the runtime's own thread.
         :raises ConfigError: *grace* or *timeout* is negative or not a finite number of seconds.
         """
+        self._here()
         if self._thread.is_current():
             raise DeadlockError(
                 "shutdown() blocks until the runtime thread exits, so it cannot be called from "
@@ -266,6 +289,7 @@ class PythonRuntime:
         :raises OperationTimeoutError: the thread did not exit within *grace* + 10 seconds.
         :raises ConfigError: *grace* is negative or not a finite number of seconds.
         """
+        self._here()
         grace = self.config.shutdown_grace if grace is None else _validate.seconds("grace", grace, allow_zero=True)
         self._begin_shutdown(grace)
         if self._thread.is_current() or not self._thread.started:
@@ -396,7 +420,7 @@ class PythonRuntime:
         :raises ForkedRuntimeError: called in a forked child of the process that started the runtime.
         :raises ConfigError: *timeout* is not a positive, finite number of seconds.
         """
-        self._thread.check_fork()
+        self._here()
         if self._thread.is_current():
             raise DeadlockError(
                 f"send_command({cmd.describe() if isinstance(cmd, PyCommand) else cmd!r}) was called "
@@ -464,7 +488,7 @@ class PythonRuntime:
         :raises ForkedRuntimeError: called in a forked child of the process that started the runtime.
         :raises ConfigError: *timeout* is not a positive, finite number of seconds.
         """
-        self._thread.check_fork()
+        self._here()
         limit = _validate.timeout_or_default(timeout, self._op_timeout)
         if isinstance(cmd, Shutdown):
             await self.ashutdown(cmd.grace)
@@ -617,7 +641,7 @@ class PythonRuntime:
 
     def _submit_stream(self, cmd: Stream | ChatStream, blocking: bool) -> None:
         """Submit a stream's command; its channel ends with the command's outcome."""
-        self._thread.check_fork()
+        self._here()
         if blocking and self._thread.is_current():
             raise DeadlockError(
                 f"a blocking iteration of {cmd.describe()} was started on the runtime's own thread, where "
@@ -917,6 +941,7 @@ class PythonRuntime:
         Callable from any thread without a round trip to the runtime loop; registrations in flight
         may or may not be in it.
         """
+        self._here()
         return self._agents.ids()
 
     def metrics(self) -> RuntimeMetrics:
@@ -927,6 +952,7 @@ class PythonRuntime:
 
         :returns: a new :class:`RuntimeMetrics`.
         """
+        self._here()
         return self._dispatcher.metrics()
 
     # -- the calls users know from the peers (asgiref, asyncer, anyio, synchronicity) ----------
@@ -987,7 +1013,7 @@ class PythonRuntime:
 
     def _submit_future(self, cmd: PyCommand) -> CommandFuture[Any]:
         """Submit *cmd* without waiting; its outcome goes to the returned future."""
-        self._thread.check_fork()
+        self._here()
         abort = lambda: self._request_abort(cmd)  # noqa: E731
         future: CommandFuture[Any] = CommandFuture(cmd.oneshot, abort, self._thread.is_current)
         try:
@@ -1023,6 +1049,7 @@ class PythonRuntime:
         :raises RuntimeShutdownError: the runtime shut down while the context manager was held (it is
             still exited, in its task, after the shutdown grace).
         """
+        self._here()
         return RemoteContext(self, cm, timeout, self._held)
 
     def aenter(self, cm: RemoteContextSource[T], /, *, timeout: float | None = None) -> AsyncRemoteContext[T]:
@@ -1040,6 +1067,7 @@ class PythonRuntime:
         :raises OperationTimeoutError: the enter or the exit outlasted *timeout*.
         :raises RuntimeShutdownError: the runtime shut down while the context manager was held.
         """
+        self._here()
         return AsyncRemoteContext(self, cm, timeout, self._held)
 
     @overload
