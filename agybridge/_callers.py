@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import queue
 import sys
 import threading
@@ -36,7 +37,7 @@ from agybridge import _select
 from agybridge._backends import HostLoop, _seen, await_oneshot
 from agybridge._backends._asyncio import AsyncioHost
 from agybridge._backends._trio import TrioHost, checkpoint_if_cancelled, in_trio_run
-from agybridge._loop_thread import current_owner
+from agybridge._loop_thread import current_owner, run_as_owner
 from agybridge.commands import Chat, PyCommand
 from agybridge.errors import CallerGoneError, DeadlockError
 
@@ -71,10 +72,10 @@ def note_thread_sensitive() -> None:
     _seen.enable()
 
 
-def _wants_caller_thread(agent_id: str) -> bool:
-    from agybridge.state import BRIDGE_STATE
-
-    state = BRIDGE_STATE.find(agent_id)
+def _wants_caller_thread(agent_id: str, registry: Any) -> bool:
+    # The sending runtime's own registry: through BRIDGE_STATE, off every runtime thread, an id
+    # two runtimes both registered is ambiguous (AgentOwnershipError), yet this chat has one.
+    state = registry.find(agent_id)
     return state is not None and bool(state.has_thread_sensitive_tools())
 
 
@@ -257,7 +258,7 @@ class LoopCaller(Caller):
 # -- caller side ------------------------------------------------------------------------------
 
 
-def blocking_caller(cmd: PyCommand) -> BlockingCaller | None:
+def blocking_caller(cmd: PyCommand, registry: Any) -> BlockingCaller | None:
     """For ``send_command``, before submitting: the caller object, or None on the fast path.
 
     Raises :class:`DeadlockError` for a ``chat()`` made on the loop that hosts the agent's
@@ -266,20 +267,18 @@ def blocking_caller(cmd: PyCommand) -> BlockingCaller | None:
     if not _seen.caller_checks:
         return None  # the fast path: no host loop, no thread-sensitive tool anywhere
     here = _running_host_key()
-    serves = _thread_sensitive_seen and type(cmd) is Chat and _wants_caller_thread(cmd.agent_id)
+    serves = _thread_sensitive_seen and type(cmd) is Chat and _wants_caller_thread(cmd.agent_id, registry)
     if here is None and not serves:
         return None
     if here is not None and isinstance(cmd, Chat):
-        _refuse_chat_on_its_host(cmd, here)
+        _refuse_chat_on_its_host(cmd, here, registry)
     caller = BlockingCaller(cmd, here, serves)
     cmd.context.run(_CALLER.set, caller)
     return caller
 
 
-def _refuse_chat_on_its_host(cmd: Chat, here: object) -> None:
-    from agybridge.state import BRIDGE_STATE
-
-    state = BRIDGE_STATE.find(cmd.agent_id)
+def _refuse_chat_on_its_host(cmd: Chat, here: object, registry: Any) -> None:
+    state = registry.find(cmd.agent_id)
     if state is None or state.host is None or _host_key(state.host) is not here:
         return
     if any(tool.is_async for tool in list(state.tools.values())):
@@ -289,7 +288,7 @@ def _refuse_chat_on_its_host(cmd: Chat, here: object) -> None:
         )
 
 
-async def before_async_send(cmd: PyCommand) -> None:
+async def before_async_send(cmd: PyCommand, registry: Any) -> None:
     """For ``asend_command``, before submitting: trio's cancelled-scope rule, the loop caller."""
     if asyncio._get_running_loop() is None and in_trio_run():
         try:
@@ -298,7 +297,7 @@ async def before_async_send(cmd: PyCommand) -> None:
             if isinstance(cmd, PyCommand):
                 cmd.oneshot.cancel()
             raise
-    if _thread_sensitive_seen and type(cmd) is Chat and _wants_caller_thread(cmd.agent_id):
+    if _thread_sensitive_seen and type(cmd) is Chat and _wants_caller_thread(cmd.agent_id, registry):
         cmd.context.run(_CALLER.set, LoopCaller(cmd))
 
 
@@ -367,6 +366,7 @@ async def run_on_caller(fn: Callable[[], Any], agent_id: str, tool_name: str) ->
             "of a chat() / achat() caller waiting for it, so there is no caller thread to run it on"
         )
     shot = _new_oneshot()
-    work = _Work(fn, callback_context(), shot)
+    # As the runtime's callback, like a tool in its worker threads: BRIDGE_STATE finds its agents.
+    work = _Work(functools.partial(run_as_owner, current_owner(), fn), callback_context(), shot)
     caller.post(work)
     return await watch_remote(shot, shot.cancel, caller.gone)

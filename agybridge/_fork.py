@@ -29,12 +29,13 @@ import contextvars
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from agybridge._backends._asyncio import start_task
+from agybridge._dispatcher import Handler
 from agybridge._loop_thread import DIED, NEW, RUNNING
-from agybridge.commands import RegisterAgent, UnregisterAgent
+from agybridge.commands import PyCommand, RegisterAgent, UnregisterAgent
 
 if TYPE_CHECKING:
     from agybridge._agents import AgentTable
@@ -63,7 +64,7 @@ def process_lock(purpose: str) -> threading.Lock:
     return lock
 
 
-Handler = Callable[[Any], Awaitable[Any]]
+Handlers = dict[type[PyCommand], Handler]
 #: What a registration needs to be made again: the factory and the state.
 Registration = tuple[Callable[[], Any], Any]
 
@@ -84,7 +85,9 @@ class ForkGuard:
         #: In a rebuilt child runtime: the replay of the parent's registrations, until it ends.
         self.replay: _Replay | None = None
 
-    def handlers(self, table: AgentTable, handlers: Mapping[type[Any], Handler]) -> dict[type[Any], Handler]:
+    def handlers(
+        self, table: AgentTable, handlers: Mapping[type[PyCommand], Handler]
+    ) -> dict[type[PyCommand], Handler]:
         """*handlers* with the agent commands recording registrations (and, in a child, replaying)."""
         wrapped = dict(handlers)
         register, unregister = handlers[RegisterAgent], handlers[UnregisterAgent]
@@ -105,21 +108,23 @@ class ForkGuard:
         replay = self.replay
         if replay is None:
             return wrapped
-        # In a child: every agent command waits for the replay, so a chat sent right after the
-        # first use finds its agent even when its factory is a coroutine that suspends.
-        for kind in (*table.handlers(), RegisterAgent, UnregisterAgent):
-            wrapped[kind] = replay.gated(wrapped[kind])
-        return wrapped
+        # In a child: the first command of any kind starts the replay, and every command waits
+        # for it to end, so a chat sent right after the first use finds its agent even when its
+        # factory is a coroutine that suspends. Then the plain handlers are put back.
+        replay.handlers = wrapped
+        return {kind: replay.gated(handler) for kind, handler in wrapped.items()}
 
 
 class _Replay:
-    """The parent's registrations, made again on the child's new loop at its first start."""
+    """The parent's registrations, made again on the child's new loop before its first command runs."""
 
     def __init__(self, runtime: PythonRuntime, registrations: list[tuple[str, Registration]]) -> None:
         self._runtime = runtime
         self._registrations = registrations
         self._done: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        #: The handlers without the gate, for the dispatcher once the replay has ended.
+        self.handlers: Handlers = {}
 
     def gated(self, handler: Handler) -> Handler:
         async def after_replay(cmd: Any) -> Any:
@@ -160,6 +165,8 @@ class _Replay:
         finally:
             self._done.set()
             runtime._fork.replay = None
+            # Later commands pay nothing for the replay: the dispatcher gets the plain handlers.
+            runtime._dispatcher._handlers.update(self.handlers)
 
 
 def adopt(runtime: PythonRuntime) -> None:

@@ -48,9 +48,9 @@ def _lock() -> threading.Lock:
     """This process's lock over the sets above, after forgetting a parent's entries (by pid)."""
     global _PID
     lock = process_lock("registry")
-    if _PID != os.getpid():
+    if os.getpid() != _PID:
         with lock:
-            if _PID != os.getpid():
+            if os.getpid() != _PID:
                 _RUNTIMES.clear()  # rebuilt runtimes add themselves again (agybridge._fork.adopt)
                 _STATE_OWNERS.clear()  # the parent's registries own nothing here
                 _PID = os.getpid()

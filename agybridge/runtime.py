@@ -435,7 +435,7 @@ class PythonRuntime:
         if not isinstance(cmd, PyCommand):
             raise TypeError(f"expected {_COMMANDS}, not {cmd!r}")
         # None unless this thread runs a loop or the chat may need this thread for a tool.
-        caller = _callers.blocking_caller(cmd)
+        caller = _callers.blocking_caller(cmd, self._registry)
         shot = cmd.oneshot
         try:
             # The submit is inside the guard too: Ctrl-C can land after the push but before
@@ -494,7 +494,7 @@ class PythonRuntime:
             await self.ashutdown(cmd.grace)
             cmd.oneshot.set_result(None)
             return None
-        await _callers.before_async_send(cmd)  # trio: a cancelled scope never submits
+        await _callers.before_async_send(cmd, self._registry)  # trio: a cancelled scope never submits
         try:
             self._submit(cmd)
         except CommandReusedError:
