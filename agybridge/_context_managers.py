@@ -15,15 +15,22 @@ other: timeout, Ctrl-C and cancellation behave as for ``run()``). Giving up on t
 command (its timeout, Ctrl-C, a cancelled ``await``) cancels the holder too, so
 ``__aexit__`` is interrupted rather than left running unobserved.
 
-Shutdown while a context manager is held: the holder is an in-flight command, so it gets
-the shutdown grace period, then its task is cancelled and ``__aexit__`` runs, in its own
-task, with that ``CancelledError``. The caller's later exit then raises
-:class:`RuntimeShutdownError`.
+Shutdown while a context manager is held: an *idle* holder (entered, waiting for its
+caller's exit, as a client held for the app's lifetime is) is exited once the real work in
+flight has finished (or its grace ran out), last entered first, as a clean exit: no
+exception reaches ``__aexit__``, and shutdown does not wait the grace for it. A holder still
+entering or exiting is real work: it gets the grace, then its task is cancelled and
+``__aexit__`` runs, in its own task, with that ``CancelledError``. Either way the caller's
+later exit raises :class:`RuntimeShutdownError`. A held context dropped without being exited
+is exited when it is garbage collected, with a :class:`ResourceWarning`. In a forked child,
+contexts held by the parent are not inherited: their exit there does nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import warnings
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -38,7 +45,7 @@ from agybridge.errors import CommandCancelledError, RuntimeShutdownError
 if TYPE_CHECKING:
     from agybridge.runtime import PythonRuntime
 
-__all__ = ["AsyncRemoteContext", "HeldCount", "RemoteContext", "RemoteContextSource"]
+__all__ = ["AsyncRemoteContext", "HeldCount", "RemoteContext", "RemoteContextSource", "release_idle"]
 
 T = TypeVar("T")
 
@@ -59,16 +66,44 @@ def _nothing() -> None:
 
 
 class HeldCount:
-    """How many holders are idle, waiting for their caller's exit (written on the loop thread).
+    """The holders that are idle, waiting for their caller's exit (written on the loop thread).
 
     A held context manager is an in-flight command, yet no caller waits behind it: the
-    runtime subtracts this count when it decides whether a caller may spin for its answer.
+    runtime subtracts this count when it decides whether a caller may spin for its answer,
+    and shutdown exits these at once instead of giving them the grace (:func:`release_idle`).
     """
 
-    __slots__ = ("count",)
+    __slots__ = ("count", "idle")
 
     def __init__(self) -> None:
         self.count = 0
+        #: In the order they were entered: shutdown exits them last entered first.
+        self.idle: list[_Holder] = []
+
+
+async def release_idle(held: HeldCount, active: Callable[[], list[asyncio.Task[Any]]], grace: float) -> float:
+    """At shutdown: exit idle held contexts cleanly once the real work is done; the grace left.
+
+    A context held for the app's lifetime (an HTTP client, a database pool) is idle: nobody will
+    exit it, so waiting the grace for it only delays the exit, and cancelling it would make its
+    ``__aexit__`` see a ``CancelledError``. The real work in flight (*active* minus the idle
+    holders) may still use those resources, so it goes first, within *grace*; then each idle
+    context is exited as if its caller had left the ``with`` block normally, last entered first
+    (each bounded by what is left of the grace, at least 1 s). Returns the grace left for
+    :meth:`Dispatcher.stop_all`, which then deals with whatever is still running.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    if not held.idle:
+        return grace
+    idle_tasks = {holder.task for holder in held.idle}
+    real = [task for task in active() if task not in idle_tasks]
+    if real and grace > 0:
+        await asyncio.wait(real, timeout=grace)
+    for holder in reversed(list(held.idle)):
+        if holder.signal.set_result(_NO_EXCEPTION) and holder.exited is not None:
+            await asyncio.wait((holder.exited,), timeout=max(deadline - loop.time(), 1.0))
+    return max(deadline - loop.time(), 0.0)
 
 
 class _Holder:
@@ -100,6 +135,7 @@ class _Holder:
             exc_info = _NO_EXCEPTION  # the caller gave up while we entered: exit at once
         else:
             self.held.count += 1
+            self.held.idle.append(self)
             try:
                 exc_info = await _asyncio.await_oneshot(self.signal, None, _never, _nothing)
             except BaseException as exc:  # noqa: BLE001 - cancelled while held: shutdown or an abandoned exit
@@ -107,6 +143,7 @@ class _Holder:
                 exc_info = (type(exc), exc, exc.__traceback__)
             finally:
                 self.held.count -= 1
+                self.held.idle.remove(self)
         try:
             suppress = bool(await kind.__aexit__(cm, *exc_info))
         except BaseException as exc:
@@ -167,12 +204,31 @@ class _RemoteContextBase(Generic[T]):
         core = runtime.core
         self._holder = _Holder(source, core.Oneshot(), core.Oneshot(), held)
         self._used = False
+        self._pid = os.getpid()  # the process whose runtime loop holds it
 
     def _enter_command(self) -> Run:
         if self._used:
             raise RuntimeError(f"{self._holder.__qualname__} can be entered only once")
         self._used = True
         return Run(self._holder, oneshot=self._holder.entered)
+
+    def _inherited(self) -> bool:
+        """True in a forked child: the context is held on the parent's loop, not here."""
+        return self._pid != os.getpid()
+
+    def __del__(self) -> None:
+        # Dropped while held: exit it now, cleanly, and say so, as an unclosed file does.
+        holder = getattr(self, "_holder", None)
+        if holder is None or self._inherited() or not holder.entered.done() or holder.signal.done():
+            return
+        if holder.signal.set_result(_NO_EXCEPTION):
+            warnings.warn(
+                f"{holder.__qualname__} was held on the runtime loop and dropped without being exited; it "
+                "is exited now. Exit it with 'with' / 'async with', or keep it for the app's lifetime "
+                "(shutdown exits it)",
+                ResourceWarning,
+                stacklevel=2,
+            )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._holder.__qualname__}>"
@@ -218,6 +274,8 @@ class RemoteContext(_RemoteContextBase[T]):
             was exited in its task after the shutdown grace.
         """
         holder = self._holder
+        if self._inherited():
+            return False  # held by the parent's loop: nothing of it is here to exit
         cmd = _exit_command(self._runtime, holder, (exc_type, exc, tb))
         if cmd is None:
             raise _gone(self._runtime, holder)
@@ -263,6 +321,8 @@ class AsyncRemoteContext(_RemoteContextBase[T]):
         :raises RuntimeShutdownError: the runtime shut down while the context manager was held.
         """
         holder = self._holder
+        if self._inherited():
+            return False  # held by the parent's loop: nothing of it is here to exit
         cmd = _exit_command(self._runtime, holder, (exc_type, exc, tb))
         if cmd is None:
             raise _gone(self._runtime, holder)

@@ -268,6 +268,10 @@ class Dispatcher:
         for cmd in leftovers:
             self.account(cmd)
 
+    def active_tasks(self) -> list[asyncio.Task[Any]]:
+        """The tasks of the commands running now (a snapshot)."""
+        return list(self._active.values())
+
     async def stop_all(self, grace: float) -> None:
         """For shutdown: let active commands finish within *grace*, then fail and cancel the rest."""
         active = list(self._active.values())

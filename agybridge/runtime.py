@@ -21,7 +21,13 @@ from typing import Any, ParamSpec, TypeVar, overload
 from agybridge import _callers, _select, _validate
 from agybridge._agents import AgentTable
 from agybridge._backends import await_oneshot, current_host
-from agybridge._context_managers import AsyncRemoteContext, HeldCount, RemoteContext, RemoteContextSource
+from agybridge._context_managers import (
+    AsyncRemoteContext,
+    HeldCount,
+    RemoteContext,
+    RemoteContextSource,
+    release_idle,
+)
 from agybridge._dispatcher import Dispatcher, RuntimeMetrics
 from agybridge._fork import ForkGuard, adopt
 from agybridge._futures import CommandFuture
@@ -315,6 +321,7 @@ class PythonRuntime:
 
     async def _shutdown_sequence(self, grace: float) -> None:
         try:
+            grace = await release_idle(self._held, self._dispatcher.active_tasks, grace)
             await self._dispatcher.stop_all(grace)
             await self._agents.close_all("the runtime shut down")
             self._registry.clear()  # states put there by hand, too
