@@ -323,7 +323,9 @@ class LoopThread:
             logger.exception("error while closing the runtime loop")
         finally:
             if self._executor is not None:
-                # Never wait for a hung tool thread; queued tool calls are dropped.
+                # Never wait for a hung tool thread; queued tool calls are dropped. Idle
+                # workers leave at once: wait a moment for them, so no thread is left behind.
                 self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor.join(timeout=1.0)
             asyncio.set_event_loop(None)
             loop.close()

@@ -19,6 +19,7 @@ import concurrent.futures
 import contextvars
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -106,3 +107,14 @@ class DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
             for thread in workers:
                 if thread is not threading.current_thread():
                     thread.join()
+
+    def join(self, timeout: float) -> None:
+        """After :meth:`shutdown`: wait up to *timeout* in all for the workers to leave.
+
+        Idle workers leave at once, so a runtime that shut down leaves no thread behind; a
+        worker still inside a hung tool is abandoned (a daemon) once the time is up.
+        """
+        deadline = time.monotonic() + timeout
+        for thread in list(self._workers):
+            if thread is not threading.current_thread():
+                thread.join(max(deadline - time.monotonic(), 0.0))
