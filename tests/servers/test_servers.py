@@ -215,9 +215,7 @@ def test_gunicorn_sighup_reload_under_load_answers_every_accepted_request(server
 
 
 def uwsgi(servers: Callable[..., Server], port: int, *extra: str) -> Server:
-    cmd = [str(BIN / "uwsgi"), "--master", "--processes", "2", "--threads", "4", "--enable-threads"]
-    cmd += ["--http-socket", f"127.0.0.1:{port}", "--wsgi-file", "app.py", "--die-on-term", "--need-app"]
-    cmd += ["--reload-mercy", "10", "--worker-reload-mercy", "10", *extra]
+    cmd = [str(BIN / "uwsgi"), "--ini", "uwsgi.ini", "--http-socket", f"127.0.0.1:{port}", *extra]
     server = servers(cmd, name="uwsgi")
     wait_for(lambda: port_open(port), 60, f"uwsgi on port {port}")
     return server
