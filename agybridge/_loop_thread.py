@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agybridge._select import Oneshot
+from agybridge._signals import block_async_signals
 from agybridge._workers import DaemonExecutor
 from agybridge.errors import ForkedRuntimeError, RuntimeDiedError, RuntimeShutdownError
 
@@ -273,6 +274,7 @@ class LoopThread:
 
     def _main(self, ready: threading.Event, failure: list[BaseException]) -> None:
         try:
+            block_async_signals()  # Ctrl-C and a server's signals go to a thread that acts on them
             _on_thread.owner = self._owner
             loop = self._new_loop()
             asyncio.set_event_loop(loop)

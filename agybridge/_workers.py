@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from agybridge._signals import block_async_signals
+
 __all__ = ["DaemonExecutor"]
 
 T = TypeVar("T")
@@ -71,6 +73,7 @@ class DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
         return future
 
     def _work(self) -> None:
+        block_async_signals()  # signals to the process never land on a tool's thread
         jobs = self._jobs
         while True:
             job = jobs.get()
