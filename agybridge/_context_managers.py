@@ -210,6 +210,10 @@ class _RemoteContextBase(Generic[T]):
         if self._used:
             raise RuntimeError(f"{self._holder.__qualname__} can be entered only once")
         self._used = True
+        # The runtime's count as of now: one made before a fork and entered in the child counts
+        # in the child's rebuilt runtime.
+        self._runtime._here()
+        self._holder.held = self._runtime._held
         return Run(self._holder, oneshot=self._holder.entered)
 
     def _inherited(self) -> bool:

@@ -64,6 +64,9 @@ def process_lock(purpose: str) -> threading.Lock:
     return lock
 
 
+# The parent's parts, as copied into this child: never used, never collected (see adopt).
+_INHERITED: list[tuple[Any, ...]] = []
+
 Handlers = dict[type[PyCommand], Handler]
 #: What a registration needs to be made again: the factory and the state.
 Registration = tuple[Callable[[], Any], Any]
@@ -191,6 +194,10 @@ def adopt(runtime: PythonRuntime) -> None:
         old._on_death = lambda _cause, _reason: None
         old._on_closing = old._on_exit = lambda: None
         old._state = "closed"
+        # Kept alive, never closed: the parent's loop shares its epoll instance and self-pipe
+        # with the parent (fork copies descriptors, not what they point to), so closing or
+        # collecting it here could unregister the parent's own wake-up from the parent's loop.
+        _INHERITED.append((old, runtime._dispatcher, runtime._agents, runtime._queue, runtime._registry))
         registrations = list(guard.registrations.items())
         for _agent_id, (_factory, bridge_state) in registrations:
             _registry.release_state(bridge_state)  # it belonged to the parent's registry

@@ -233,7 +233,8 @@ class PythonRuntime:
         :raises RuntimeShutdownError: the runtime was shut down; a runtime is not restartable, make a
             new one.
         :raises RuntimeDiedError: the thread died or could not start (the cause is ``__cause__``).
-        :raises ForkedRuntimeError: called in a forked child of the process that started it.
+        :raises ForkedRuntimeError: called in a forked child of the process that started it, and
+            ``config.after_fork`` is ``"error"`` (by default it restarts there).
         """
         self._here()
         self._thread.start()
@@ -424,7 +425,8 @@ class PythonRuntime:
             was scheduled.
         :raises CommandCancelledError: the command's task was cancelled on the runtime loop (not by
             this caller), for example by an unregister or a replace of its agent.
-        :raises ForkedRuntimeError: called in a forked child of the process that started the runtime.
+        :raises ForkedRuntimeError: called in a forked child of the process that started the runtime,
+            and ``config.after_fork`` is ``"error"`` (by default it restarts there).
         :raises ConfigError: *timeout* is not a positive, finite number of seconds.
         """
         self._here()
@@ -492,7 +494,8 @@ class PythonRuntime:
             was scheduled.
         :raises CommandCancelledError: the command's task was cancelled on the runtime loop (not by
             this caller), for example by an unregister or a replace of its agent.
-        :raises ForkedRuntimeError: called in a forked child of the process that started the runtime.
+        :raises ForkedRuntimeError: called in a forked child of the process that started the runtime,
+            and ``config.after_fork`` is ``"error"`` (by default it restarts there).
         :raises ConfigError: *timeout* is not a positive, finite number of seconds.
         """
         self._here()
@@ -545,7 +548,8 @@ class PythonRuntime:
             ran, or was cancelled after the shutdown grace); :class:`RuntimeDiedError` if its thread died.
         :raises RuntimeBusyError: ``config.max_in_flight`` commands are already in flight; nothing
             was scheduled.
-        :raises ForkedRuntimeError: called in a forked child of the process that started the runtime.
+        :raises ForkedRuntimeError: called in a forked child of the process that started the runtime,
+            and ``config.after_fork`` is ``"error"`` (by default it restarts there).
         :raises ConfigError: *timeout* is not a positive, finite number of seconds.
         """
         reply: str = self.send_command(Chat(agent_id, message, oneshot=self._oneshot()), timeout)
@@ -573,7 +577,8 @@ class PythonRuntime:
             ran, or was cancelled after the shutdown grace); :class:`RuntimeDiedError` if its thread died.
         :raises RuntimeBusyError: ``config.max_in_flight`` commands are already in flight; nothing
             was scheduled.
-        :raises ForkedRuntimeError: called in a forked child of the process that started the runtime.
+        :raises ForkedRuntimeError: called in a forked child of the process that started the runtime,
+            and ``config.after_fork`` is ``"error"`` (by default it restarts there).
         :raises ConfigError: *timeout* is not a positive, finite number of seconds.
         """
         reply: str = await self.asend_command(Chat(agent_id, message, oneshot=self._oneshot()), timeout)
@@ -608,7 +613,8 @@ class PythonRuntime:
             was scheduled.
         :raises CommandCancelledError: the command's task was cancelled on the runtime loop (not by
             this caller), for example by an unregister or a replace of its agent.
-        :raises ForkedRuntimeError: called in a forked child of the process that started the runtime.
+        :raises ForkedRuntimeError: called in a forked child of the process that started the runtime,
+            and ``config.after_fork`` is ``"error"`` (by default it restarts there).
         :raises ConfigError: *timeout* is not a positive, finite number of seconds.
         """
         result: T = self.send_command(Run(fn, args, kwargs, oneshot=self._oneshot()), timeout)
@@ -638,7 +644,8 @@ class PythonRuntime:
             was scheduled.
         :raises CommandCancelledError: the command's task was cancelled on the runtime loop (not by
             this caller), for example by an unregister or a replace of its agent.
-        :raises ForkedRuntimeError: called in a forked child of the process that started the runtime.
+        :raises ForkedRuntimeError: called in a forked child of the process that started the runtime,
+            and ``config.after_fork`` is ``"error"`` (by default it restarts there).
         :raises ConfigError: *timeout* is not a positive, finite number of seconds.
         """
         result: T = await self.asend_command(Run(fn, args, kwargs, oneshot=self._oneshot()), timeout)
@@ -839,7 +846,8 @@ class PythonRuntime:
             ran, or was cancelled after the shutdown grace); :class:`RuntimeDiedError` if its thread died.
         :raises RuntimeBusyError: ``config.max_in_flight`` commands are already in flight; nothing
             was scheduled.
-        :raises ForkedRuntimeError: called in a forked child of the process that started the runtime.
+        :raises ForkedRuntimeError: called in a forked child of the process that started the runtime,
+            and ``config.after_fork`` is ``"error"`` (by default it restarts there).
         :raises ConfigError: *timeout* is not a positive, finite number of seconds.
         """
         bridge_state = state if state is not None else AgentBridgeState()
@@ -885,7 +893,8 @@ class PythonRuntime:
             ran, or was cancelled after the shutdown grace); :class:`RuntimeDiedError` if its thread died.
         :raises RuntimeBusyError: ``config.max_in_flight`` commands are already in flight; nothing
             was scheduled.
-        :raises ForkedRuntimeError: called in a forked child of the process that started the runtime.
+        :raises ForkedRuntimeError: called in a forked child of the process that started the runtime,
+            and ``config.after_fork`` is ``"error"`` (by default it restarts there).
         :raises ConfigError: *timeout* is not a positive, finite number of seconds.
         """
         bridge_state = state if state is not None else AgentBridgeState()
@@ -915,7 +924,8 @@ class PythonRuntime:
             ran, or was cancelled after the shutdown grace); :class:`RuntimeDiedError` if its thread died.
         :raises RuntimeBusyError: ``config.max_in_flight`` commands are already in flight; nothing
             was scheduled.
-        :raises ForkedRuntimeError: called in a forked child of the process that started the runtime.
+        :raises ForkedRuntimeError: called in a forked child of the process that started the runtime,
+            and ``config.after_fork`` is ``"error"`` (by default it restarts there).
         :raises ConfigError: *timeout* is not a positive, finite number of seconds.
         """
         self.send_command(UnregisterAgent(agent_id, oneshot=self._oneshot()), timeout)
@@ -937,7 +947,8 @@ class PythonRuntime:
             ran, or was cancelled after the shutdown grace); :class:`RuntimeDiedError` if its thread died.
         :raises RuntimeBusyError: ``config.max_in_flight`` commands are already in flight; nothing
             was scheduled.
-        :raises ForkedRuntimeError: called in a forked child of the process that started the runtime.
+        :raises ForkedRuntimeError: called in a forked child of the process that started the runtime,
+            and ``config.after_fork`` is ``"error"`` (by default it restarts there).
         :raises ConfigError: *timeout* is not a positive, finite number of seconds.
         """
         await self.asend_command(UnregisterAgent(agent_id, oneshot=self._oneshot()), timeout)
@@ -1014,7 +1025,8 @@ class PythonRuntime:
             what it raised, or one of the errors of :meth:`run`).
         :raises RuntimeShutdownError: the runtime is shut down.
         :raises RuntimeBusyError: ``config.max_in_flight`` commands are already in flight.
-        :raises ForkedRuntimeError: called in a forked child of the process that started it.
+        :raises ForkedRuntimeError: called in a forked child of the process that started it, and
+            ``config.after_fork`` is ``"error"`` (by default it restarts there).
         """
         return Wrapped(self, fn).submit(*args, **kwargs)
 

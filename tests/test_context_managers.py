@@ -423,6 +423,8 @@ def test_a_forked_child_does_not_inherit_held_contexts(core: ModuleType) -> None
         recorder = Recorder()
         held = rt.enter(recorder)
         held.__enter__()
+        later = Recorder()
+        made_before = rt.enter(later)  # made in the parent, entered only in the child
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             pid = os.fork()
@@ -434,6 +436,9 @@ def test_a_forked_child_does_not_inherit_held_contexts(core: ModuleType) -> None
                 with rt.enter(mine) as value:
                     assert value is mine and mine.entered.is_set()
                 assert mine.exited.is_set() and rt.metrics().in_flight == 0
+                made_before.__enter__()
+                rt.shutdown(grace=30)  # idle and held in the child's runtime: exited at once, cleanly
+                assert later.exited.is_set() and later.exit_exc is None
                 code = 0
             finally:
                 os._exit(code)
