@@ -59,7 +59,7 @@ def process_lock(purpose: str) -> threading.Lock:
     lock = _PROCESS_LOCKS.get(key)
     if lock is None:
         lock = _PROCESS_LOCKS.setdefault(key, threading.Lock())
-        for stale in [k for k in _PROCESS_LOCKS if k[0] != key[0]]:
+        for stale in [k for k in list(_PROCESS_LOCKS) if k[0] != key[0]]:  # list(): one atomic copy
             _PROCESS_LOCKS.pop(stale, None)  # the parent's, copied into this child
     return lock
 
