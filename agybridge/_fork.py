@@ -205,9 +205,11 @@ def adopt(runtime: PythonRuntime) -> None:
             if inflight is not None:
                 inflight.clear()  # tool calls of the parent's loop
         fresh = ForkGuard()
+        # Published last: until the parts below are all built, another thread of this child
+        # must not take the fast path of PythonRuntime._here (it waits on the lock instead).
+        fresh.pid = guard.pid
         if state in (NEW, RUNNING) and registrations and not refuse:
             fresh.replay = _Replay(runtime, registrations)
-        fresh.registrations = {}
         runtime._fork = fresh
         runtime._build_parts()
         if state not in (NEW, RUNNING):
@@ -223,4 +225,5 @@ def adopt(runtime: PythonRuntime) -> None:
             runtime._thread.belongs_to(guard.pid)
         else:
             _registry.track_runtime(runtime)
+        fresh.pid = pid
         logger.debug("PythonRuntime rebuilt in forked child %d (parent state %s)", pid, state)

@@ -412,3 +412,27 @@ def test_fork_while_threads_hammer_the_runtime_never_deadlocks_the_child(rt: Pyt
         for thread in threads:
             thread.join(30)
     assert not errors, errors
+
+
+def test_threads_of_a_child_racing_to_the_first_use_rebuild_once(rt: PythonRuntime) -> None:
+    """A gthread worker's threads all take their first request at once."""
+    PidAgent.made_in.clear()
+    rt.register_agent("a", PidAgent)
+
+    def child() -> tuple[int, int, int]:
+        start = threading.Barrier(8)
+        replies: list[str] = []
+
+        def first_use() -> None:
+            start.wait(10)
+            replies.append(rt.chat("a", "r", timeout=10))
+
+        threads = [threading.Thread(target=first_use) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        runtime_threads = [t for t in threading.enumerate() if t.name == rt.config.thread_name]
+        return len(set(replies)), PidAgent.made_in.count(os.getpid()), len(runtime_threads)
+
+    assert eval(in_child(child)) == (1, 1, 1), "one rebuild: one thread, the agent made once, one answer"
