@@ -87,6 +87,14 @@ def stop_worker() -> None:
     _log(f"worker {os.getpid()} stopped; agybridge threads left: {left}")
 
 
+try:  # under uWSGI: it calls uwsgi.atexit when a worker stops (a reload, a shutdown)
+    import uwsgi  # type: ignore[import-not-found]
+except ImportError:
+    pass
+else:
+    uwsgi.atexit = stop_worker
+
+
 def _log(line: str) -> None:
     log = os.environ.get("AGY_APP_LOG")
     if log:
@@ -96,9 +104,9 @@ def _log(line: str) -> None:
 
 def application(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     """The WSGI app: one chat per request; a request arriving during shutdown gets a 503."""
-    start_worker()  # a no-op once the post-fork hook ran (uWSGI --lazy-apps has none)
     delay = parse_qs(environ.get("QUERY_STRING", "")).get("delay", ["0"])[0]
     try:
+        start_worker()  # a no-op once the post-fork hook ran (uWSGI --lazy-apps has none)
         body, status = runtime.chat("assistant", delay), "200 OK"
     except RuntimeShutdownError:
         body, status = '{"error": "shutting down"}', "503 Service Unavailable"
