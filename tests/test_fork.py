@@ -14,6 +14,7 @@ import logging
 import os
 import select
 import signal
+import sys
 import threading
 import traceback
 import warnings
@@ -43,12 +44,19 @@ def _fork(c_level: bool | str = False) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork() with threads running
         if c_level:
-            # fork(2) straight from C: no os.register_at_fork "before" hook runs (PyDLL keeps
-            # the GIL held across the call, as C code holding it would). "uwsgi" then calls
-            # PyOS_AfterFork_Child in the child only, as uWSGI does; True calls nothing at all.
+            # fork(2) straight from C (PyDLL keeps the GIL held across the call, as C code
+            # holding it would). True calls none of CPython's fork hooks. "uwsgi" calls
+            # PyOS_AfterFork_Child in the child, as uWSGI does; from 3.13 that is a fatal error
+            # without PyOS_BeforeFork first (the import lock it releases), so there both run.
+            hooks = c_level == "uwsgi"
+            both = hooks and sys.version_info >= (3, 13)
+            if both:
+                ctypes.pythonapi.PyOS_BeforeFork()
             pid: int = ctypes.PyDLL(None).fork()
-            if pid == 0 and c_level == "uwsgi":
+            if pid == 0 and hooks:
                 ctypes.pythonapi.PyOS_AfterFork_Child()
+            elif both:
+                ctypes.pythonapi.PyOS_AfterFork_Parent()
             return pid
         return os.fork()
 
