@@ -405,6 +405,10 @@ class AgentBridgeState:
         """The tool call running as *task* ended (runtime loop only)."""
         self._inflight.discard(task)
 
+    def forget_inflight(self) -> None:
+        """In a forked child: the running tool calls were the parent's loop's; none runs here."""
+        self._inflight.clear()
+
     def cancel_inflight(self) -> None:
         """Mark the agent gone and cancel its running tool calls (runtime loop only, on unregister)."""
         self.closed = True

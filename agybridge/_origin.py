@@ -22,6 +22,7 @@ The send path (:mod:`agybridge._caller.send`) records callers; the loop's callba
 from __future__ import annotations
 
 import contextvars
+import os
 import queue
 import threading
 import time
@@ -81,11 +82,18 @@ def set_thread_owner(owner: Any) -> None:
     """Name *owner* as the runtime of the calling thread (its loop thread, for its lifetime)."""
     _on_thread.owner = owner
     _on_thread.runs_a_runtime = owner is not None
+    _on_thread.runtime_pid = os.getpid()
 
 
 def on_a_runtime_loop() -> bool:
-    """Whether this thread is some runtime's loop thread (never a place for a caller's tools)."""
-    return bool(getattr(_on_thread, "runs_a_runtime", False))
+    """Whether this thread is some runtime's loop thread (never a place for a caller's tools).
+
+    In a child forked from a runtime thread, that thread is a plain caller: its loop is the
+    parent's and does not run there.
+    """
+    return (
+        bool(getattr(_on_thread, "runs_a_runtime", False)) and getattr(_on_thread, "runtime_pid", None) == os.getpid()
+    )
 
 
 def run_as_owner(owner: Any, fn: Callable[..., Any], *args: Any) -> Any:
@@ -113,11 +121,18 @@ class LendsSlots(Protocol):
 def mark_worker_thread(pool: LendsSlots) -> None:
     """Name *pool* as the pool the calling (worker) thread belongs to, for its lifetime."""
     _on_thread.pool = pool
+    _on_thread.pool_pid = os.getpid()
 
 
 def worker_pool() -> LendsSlots | None:
-    """The runtime worker pool this thread belongs to, or None (not a worker thread)."""
+    """The runtime worker pool this thread belongs to, or None (not a worker thread).
+
+    A thread that forked is the only thread of its child, and no pool's: the mark it copied
+    names a pool of the parent, whose workers do not exist there.
+    """
     pool: LendsSlots | None = getattr(_on_thread, "pool", None)
+    if pool is not None and getattr(_on_thread, "pool_pid", None) != os.getpid():
+        return None
     return pool
 
 

@@ -18,11 +18,13 @@ runtime alone.
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from typing import Any
 
 from agybridge import _validate
+from agybridge._fork import process_lock
 from agybridge._origin import current_owner
 from agybridge._select import AgentRegistry
 from agybridge.errors import AgentOwnershipError, UnknownAgentError
@@ -32,16 +34,32 @@ __all__ = ["BRIDGE_STATE", "BridgeStateView", "claim_state", "owner_label", "rel
 _MISSING: Any = object()
 # Every runtime made in this process; a runtime reaches the view through its bridge_state.
 _RUNTIMES: weakref.WeakSet[Any] = weakref.WeakSet()
-_RUNTIMES_LOCK = threading.Lock()
+# The process these sets describe. In a forked child they describe the parent's runtimes
+# (whose registries are dead copies there), so the first use in a new process empties them,
+# under that process's own lock: the parent's lock may be held forever by a vanished thread.
+_PID = os.getpid()
 # Which agent each registered state object belongs to: (id of its registry, agent id). One
 # state shared by two agents would let one agent's unregister cancel the other's tool calls
 # (from the wrong thread, if they live on two runtimes).
 _STATE_OWNERS: weakref.WeakKeyDictionary[Any, tuple[int, str]] = weakref.WeakKeyDictionary()
 
 
+def _lock() -> threading.Lock:
+    """This process's lock over the sets above, after forgetting a parent's entries (by pid)."""
+    global _PID
+    lock = process_lock("registry")
+    if os.getpid() != _PID:
+        with lock:
+            if os.getpid() != _PID:
+                _RUNTIMES.clear()  # rebuilt runtimes add themselves again (agybridge._fork.adopt)
+                _STATE_OWNERS.clear()  # the parent's registries own nothing here
+                _PID = os.getpid()
+    return lock
+
+
 def track_runtime(runtime: Any) -> None:
     """Make *runtime*'s registry visible to look-ups made off every runtime thread."""
-    with _RUNTIMES_LOCK:
+    with _lock():
         _RUNTIMES.add(runtime)
 
 
@@ -52,7 +70,7 @@ def owner_label(runtime: Any) -> str:
 
 def claim_state(state: Any, registry: AgentRegistry, agent_id: str) -> None:
     """Record that *state* belongs to *agent_id* of *registry*; refuse a state owned elsewhere."""
-    with _RUNTIMES_LOCK:
+    with _lock():
         owner = _STATE_OWNERS.get(state)
         if owner is not None and owner != (id(registry), agent_id):
             where = "on this runtime" if owner[0] == id(registry) else "on another runtime"
@@ -67,12 +85,12 @@ def claim_state(state: Any, registry: AgentRegistry, agent_id: str) -> None:
 
 def release_state(state: Any) -> None:
     """*state* no longer belongs to any agent (it was unregistered or replaced)."""
-    with _RUNTIMES_LOCK:
+    with _lock():
         _STATE_OWNERS.pop(state, None)
 
 
 def _runtimes() -> list[Any]:
-    with _RUNTIMES_LOCK:
+    with _lock():
         return list(_RUNTIMES)
 
 

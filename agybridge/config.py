@@ -114,7 +114,8 @@ class RuntimeConfig:
     :raises ConfigError: a field (or an environment variable a default is read from) has a bad
         value: a duration that is not a positive finite number of seconds (zero is allowed for
         ``inter_agent_delay``, ``shutdown_grace`` and the spins), a spin above 0.01 s, an empty
-        ``thread_name``, a non-bool ``use_uvloop``, or a count below 1. The message names the
+        ``thread_name``, a non-bool ``use_uvloop``, a count below 1, or an ``after_fork`` other than
+        ``"restart"`` and ``"error"``. The message names the
         field and the value.
     """
 
@@ -153,6 +154,13 @@ class RuntimeConfig:
     #: page, docs/performance.md, has the figures). Worth trying where the runtime thread has a core to itself
     #: and callers send back to back. 0 disables.
     loop_spin: float = 0.0
+    #: What a runtime made before a ``fork()`` does in the child. ``"restart"``: on its first use
+    #: there it starts afresh (a new thread and loop, metrics at zero) and registers the parent's
+    #: agents again from their factories and states; nothing of the parent's in-flight work or
+    #: held contexts comes along. ``"error"``: a runtime that was started before the fork raises
+    #: ``ForkedRuntimeError`` in the child. A runtime never started before the fork works in the
+    #: child either way, as if made there.
+    after_fork: str = "restart"
 
     def __post_init__(self) -> None:
         chat = seconds("chat_timeout", self.chat_timeout)
@@ -177,6 +185,8 @@ class RuntimeConfig:
             raise ConfigError(f"use_uvloop must be a bool, not {self.use_uvloop!r}")
         for name in ("max_in_flight", "worker_threads", "stream_buffer"):
             count(name, getattr(self, name))
+        if self.after_fork not in ("restart", "error"):
+            raise ConfigError(f"after_fork must be 'restart' or 'error', not {self.after_fork!r}")
 
     @property
     def round_trip_timeout(self) -> float:

@@ -194,8 +194,9 @@ class CallerGoneError(AgyBridgeError, RuntimeError):
 
 
 class ForkedRuntimeError(AgyBridgeError, RuntimeError):
-    """A runtime created in a parent process was used in a forked child, where its thread does not
-    exist (also a ``RuntimeError``); make a new runtime in the child.
+    """A runtime with ``RuntimeConfig(after_fork="error")``, started in a parent process, was used in
+    a forked child, where its thread does not exist (also a ``RuntimeError``); make a new runtime in
+    the child. With the default ``after_fork="restart"`` the runtime restarts in the child instead.
     """
 
 

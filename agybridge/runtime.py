@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterable, Awaitable, Callable
 from types import ModuleType, TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
@@ -19,12 +20,13 @@ from typing import Any, ParamSpec, TypeVar, overload
 from agybridge import _select, _validate
 from agybridge._agent_state import AgentBridgeState
 from agybridge._backends import await_oneshot, current_host
-from agybridge._caller.context_managers import AsyncRemoteContext, HeldCount, RemoteContext, RemoteContextSource
+from agybridge._caller.context_managers import AsyncRemoteContext, RemoteContext, RemoteContextSource
 from agybridge._caller.futures import CommandFuture
 from agybridge._caller.handles import AgentHandle
 from agybridge._caller.send import LoopDoor, Sender, caller_spin_budget
 from agybridge._caller.streams import AsyncStream, BlockingStream, stream_of_call, stream_of_chat
 from agybridge._caller.wrap import Wrapped
+from agybridge._fork import process_lock
 from agybridge._loop.dispatcher import RuntimeMetrics
 from agybridge._loop.lifecycle import LoopWing
 from agybridge._registry import track_runtime
@@ -80,20 +82,42 @@ class PythonRuntime:
             raise TypeError(f"config must be a RuntimeConfig, not {type(config).__name__}")
         self.config = config if config is not None else RuntimeConfig()
         self._core = core if core is not None else _select.core
-        # Held contexts are in flight but idle until their caller exits them.
-        self._held = HeldCount()
         self._wing = LoopWing(self._core, self.config, owner=self, on_exit=self._shutdown_at_exit)
-        self._sender = Sender(self._core, self.config, self._door(self._wing), self._held)
+        self._sender = Sender(self._core, self.config, self._door(self._wing), self._wing.held)
         track_runtime(self)
+
+    def _here(self) -> None:
+        """Make this runtime's parts belong to this process: a no-op but in a forked child.
+
+        In a child (any fork, detected by pid, so a fork made in C is caught too) the loop's wing
+        is rebuilt, once, under this process's own lock, and the send path rebound to it; the
+        parent's agents are registered again there on the first command (see
+        :mod:`agybridge._loop.fork`).
+        """
+        if self._wing.fork.pid != os.getpid():
+            with process_lock("adopt"):
+                if self._wing.fork.pid != os.getpid():  # else another thread of this child did it
+                    wing = self._wing.rebuilt_in_child()
+                    self._sender.rebind(self._door(wing), wing.held)
+                    self._wing = wing  # published last: a racing thread waits on the lock till now
+                    if self.config.after_fork != "error" or not wing.thread.forked:
+                        track_runtime(self)
+
+    def _check_here(self) -> None:
+        # The send path's first step: this process's parts, or ForkedRuntimeError (after_fork="error").
+        self._here()
+        self._wing.thread.check_fork()
 
     def _door(self, wing: LoopWing) -> LoopDoor:
         thread = wing.thread
         return LoopDoor(
             queue=wing.queue,
+            registry=wing.registry,
             ensure_running=wing.ensure_running,
             is_running=lambda: thread.is_running,
             on_loop_thread=thread.is_current,
-            check_fork=thread.check_fork,
+            check_fork=self._check_here,
+            make_holder=wing.make_holder,
             closed_error=thread.closed_error,
             abort=wing.abort,
             stop_stream=wing.stop_stream,
@@ -123,6 +147,7 @@ class PythonRuntime:
         thread, use it instead of ``BRIDGE_STATE`` when several runtimes register the same id
         (``BRIDGE_STATE`` raises :class:`AgentOwnershipError` there).
         """
+        self._here()
         return self._wing.registry
 
     @property
@@ -137,6 +162,7 @@ class PythonRuntime:
 
         A snapshot: by the time the caller acts on it, another thread may have shut the runtime down.
         """
+        self._here()
         return self._wing.thread.is_running
 
     @property
@@ -151,6 +177,7 @@ class PythonRuntime:
         :raises RuntimeShutdownError: it was never started and the runtime is already shut down.
         :raises RuntimeDiedError: the thread could not start.
         """
+        self._here()
         if self._wing.thread.loop is None:
             self.start()
         loop = self._wing.thread.loop
@@ -168,6 +195,7 @@ class PythonRuntime:
         :raises RuntimeDiedError: the thread died or could not start (the cause is ``__cause__``).
         :raises ForkedRuntimeError: called in a forked child of the process that started it.
         """
+        self._here()
         self._wing.thread.start()
         return self
 
@@ -189,6 +217,7 @@ class PythonRuntime:
         :raises DeadlockError: called on the runtime's own thread.
         :raises ConfigError: *grace* or *timeout* is negative or not a finite number of seconds.
         """
+        self._here()
         thread = self._wing.thread
         if thread.is_current():
             raise DeadlockError(
@@ -208,6 +237,7 @@ class PythonRuntime:
 
         :raises OperationTimeoutError: the thread did not exit within *grace* + 10 seconds.
         """
+        self._here()
         grace = self.config.shutdown_grace if grace is None else _validate.seconds("grace", grace, allow_zero=True)
         thread = self._wing.thread
         self._wing.begin_shutdown(grace)
@@ -455,6 +485,7 @@ class PythonRuntime:
 
     def agent_ids(self) -> list[str]:
         """The ids of the agents registered on this runtime, as a new list (a snapshot, no round trip)."""
+        self._here()
         return self._wing.agents.ids()
 
     def metrics(self) -> RuntimeMetrics:
@@ -463,6 +494,7 @@ class PythonRuntime:
         Callable any time (also before start and after shutdown). Every snapshot adds up:
         ``submitted == finished + in_flight``.
         """
+        self._here()
         return self._wing.metrics()
 
     # -- the calls users know from the peers (asgiref, asyncer, anyio, synchronicity) ----------
@@ -527,12 +559,14 @@ class PythonRuntime:
             exits the context manager.
         :returns: a :class:`RemoteContext`; nothing is sent until it is entered.
         """
-        return RemoteContext(self._sender, cm, timeout, self._held)
+        self._here()
+        return RemoteContext(self._sender, cm, timeout)
 
     def aenter(self, cm: RemoteContextSource[T], /, *, timeout: float | None = None) -> AsyncRemoteContext[T]:
         """:meth:`enter` for ``async with``; a trio caller's exit wait is shielded from its own
         cancel scope (bounded by *timeout*), so a cancelled body is still cleaned up."""
-        return AsyncRemoteContext(self._sender, cm, timeout, self._held)
+        self._here()
+        return AsyncRemoteContext(self._sender, cm, timeout)
 
     @overload
     def agent(self, agent_id: str, /, *, timeout: float | None = None) -> AgentHandle[Any]: ...

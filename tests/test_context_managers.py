@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import ModuleType, TracebackType
@@ -11,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import asyncio_host, cancel_once_started, ctrl_c_once, in_thread, make_config, trio_host
+from conftest import asyncio_host, cancel_once_started, ctrl_c_once, in_thread, make_config, settled, trio_host
 
 from agybridge import CommandCancelledError, DeadlockError, OperationTimeoutError, PythonRuntime, RuntimeShutdownError
 
@@ -208,10 +211,9 @@ def test_shutdown_while_held_exits_in_the_holder_task(core: ModuleType) -> None:
     with pytest.raises(RuntimeShutdownError, match="shutdown"):
         with rt.enter(recorder):
             rt.shutdown(timeout=10)
-            # The grace period passed with the context manager still held: shutdown
-            # cancelled its task, and __aexit__ ran in that task with the cancellation.
+            # Held and idle: shutdown exited it, in its own task, as a clean exit.
             assert recorder.exited.is_set()
-    assert isinstance(recorder.exit_exc, asyncio.CancelledError)
+    assert recorder.exit_exc is None
     assert recorder.enter_task is recorder.exit_task
     with pytest.raises(RuntimeShutdownError):
         with rt.enter(Recorder()):
@@ -219,8 +221,10 @@ def test_shutdown_while_held_exits_in_the_holder_task(core: ModuleType) -> None:
 
 
 def test_shutdown_lets_a_released_context_manager_exit_normally(core: ModuleType) -> None:
-    """Neither the exit signal nor the verdict needs the (closed) queue: within the grace,
-    __aexit__ gets the body's exit and the caller its verdict (an exit is never refused)."""
+    """Neither the exit signal nor the verdict needs the (closed) queue. An idle held context is
+    exited cleanly (no exception, not cancelled) either by its caller's exit or, if the shutdown
+    got there first, by the shutdown itself; a caller's exit that comes second is told so with
+    RuntimeShutdownError, and is never refused or left hanging."""
     rt = PythonRuntime(make_config(shutdown_grace=5.0), core=core).start()
     recorder = Recorder(exit_delay=0.3)
     held = rt.enter(recorder)
@@ -229,7 +233,10 @@ def test_shutdown_lets_a_released_context_manager_exit_normally(core: ModuleType
     stopper.start()
     while rt.is_running:
         threading.Event().wait(0.01)
-    assert held.__exit__(None, None, None) is False  # exited normally, during the shutdown
+    try:
+        assert held.__exit__(None, None, None) is False  # the caller's exit got there first
+    except RuntimeShutdownError:
+        pass  # the shutdown exited it first, cleanly
     stopper.join(10)
     assert recorder.exited.is_set() and recorder.exit_exc is None and not recorder.exit_cancelled.is_set()
 
@@ -331,3 +338,92 @@ def test_a_held_context_manager_does_not_stop_callers_from_spinning(
         asyncio_host(lambda: runtime.arun(asyncio.sleep, 0.05))
         in_body = list(asked)
     assert in_body == [1, 1]  # each caller counted only its own command, not the holder
+
+
+# -- held for the app's lifetime (issue 24 point 8) ----------------------------------------
+
+
+def test_idle_held_contexts_exit_at_once_last_entered_first_after_the_real_work(core: ModuleType) -> None:
+    """Shutdown with a 30 s grace: nothing waits for idle held contexts; work in flight goes first."""
+    rt = PythonRuntime(make_config(shutdown_grace=30.0), core=core).start()
+    order: list[str] = []
+    started = threading.Event()
+
+    class Resource:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def __aenter__(self) -> Resource:
+            return self
+
+        async def __aexit__(self, *exc_info: Any) -> None:
+            order.append(f"exit {self.name} {exc_info[0].__name__ if exc_info[0] else 'clean'}")
+
+    async def request_using(resource: Resource) -> str:
+        started.set()
+        await asyncio.sleep(0.2)  # still using the resource when shutdown begins
+        order.append(f"request done with {resource.name}")
+        return "answered"
+
+    first, second = rt.enter(Resource("pool")), rt.enter(Resource("client"))
+    pool, _client = first.__enter__(), second.__enter__()
+    in_flight = rt.submit(request_using, pool)
+    assert started.wait(10)
+    began = time.monotonic()
+    rt.shutdown(timeout=40)
+    took = time.monotonic() - began
+    assert in_flight.result(1) == "answered"
+    assert order == ["request done with pool", "exit client clean", "exit pool clean"]
+    assert took < 15, f"shutdown waited {took:.1f} s: the 30 s grace applied to idle held contexts"
+    for held in (second, first):
+        with pytest.raises(RuntimeShutdownError, match="exited by the runtime's shutdown"):
+            held.__exit__(None, None, None)
+
+
+def test_a_held_context_dropped_without_exit_is_exited_with_a_resource_warning(runtime: PythonRuntime) -> None:
+    recorder = Recorder()
+    held = runtime.enter(recorder)
+    held.__enter__()
+    with pytest.warns(ResourceWarning, match="dropped without being exited"):
+        del held  # CPython frees it here: its last reference
+    gc.collect()
+    assert recorder.exited.wait(10)
+    assert recorder.exit_exc is None and recorder.enter_task is recorder.exit_task
+    assert settled(runtime).in_flight == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_does_not_inherit_held_contexts(core: ModuleType) -> None:
+    import warnings
+
+    rt = PythonRuntime(make_config(), core=core).start()
+    try:
+        recorder = Recorder()
+        held = rt.enter(recorder)
+        held.__enter__()
+        later = Recorder()
+        made_before = rt.enter(later)  # made in the parent, entered only in the child
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # the child: its own contexts, none of the parent's
+            code = 1
+            try:
+                assert held.__exit__(None, None, None) is False  # the parent's: nothing to exit here
+                mine = Recorder()
+                with rt.enter(mine) as value:
+                    assert value is mine and mine.entered.is_set()
+                assert mine.exited.is_set() and rt.metrics().in_flight == 0
+                made_before.__enter__()
+                rt.shutdown(grace=30)  # idle and held in the child's runtime: exited at once, cleanly
+                assert later.exited.is_set() and later.exit_exc is None
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert not recorder.exited.is_set(), "the parent's context is still held"
+        held.__exit__(None, None, None)
+        assert recorder.exited.is_set() and recorder.exit_exc is None
+    finally:
+        rt.shutdown()

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "agybridge"
 #: Layers, lowest first. A module may import modules of lower layers, and of its own layer
 #: as long as no cycle forms. The two wings share a layer and may not import each other.
 LAYERS: list[tuple[str, ...]] = [
-    ("agybridge.errors", "agybridge._env", "agybridge._diagnostics"),
+    ("agybridge.errors", "agybridge._env", "agybridge._diagnostics", "agybridge._fork"),
     ("agybridge._validate",),
     ("agybridge._core", "agybridge._core_py", "agybridge._select", "agybridge.config"),
     ("agybridge._backends",),

@@ -750,25 +750,33 @@ def test_metrics_count_every_outcome(runtime: PythonRuntime) -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_use_in_forked_child_raises(runtime: PythonRuntime) -> None:
+@pytest.mark.parametrize("after_fork", ["restart", "error"])
+def test_use_in_forked_child_restarts_or_raises(core: ModuleType, after_fork: str) -> None:
     import warnings
 
-    assert runtime.run(add, 1, 1) == 2
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # "fork() in a multi-threaded process"
-        pid = os.fork()
-    if pid == 0:  # child: never return into pytest
-        code = 1
-        try:
-            runtime.run(add, 1, 1)
-        except ForkedRuntimeError:
-            code = 0 if not runtime.is_running else 2
-        except BaseException:
-            code = 3
-        os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-    assert runtime.run(add, 2, 2) == 4, "the parent's runtime is unaffected"
+    runtime = PythonRuntime(make_config(after_fork=after_fork), core=core)
+    try:
+        assert runtime.run(add, 1, 1) == 2
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # "fork() in a multi-threaded process"
+            pid = os.fork()
+        if pid == 0:  # child: never return into pytest
+            code = 1
+            try:
+                if after_fork == "restart":
+                    code = 0 if runtime.run(add, 1, 1) == 2 and runtime.is_running else 2
+                else:
+                    runtime.run(add, 1, 1)
+            except ForkedRuntimeError:
+                code = 0 if after_fork == "error" and not runtime.is_running else 2
+            except BaseException:
+                code = 3
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        assert runtime.run(add, 2, 2) == 4, "the parent's runtime is unaffected"
+    finally:
+        runtime.shutdown()
 
 
 def test_script_that_forgets_shutdown_exits_promptly(tmp_path: Any, core: ModuleType) -> None:

@@ -20,28 +20,37 @@ cancels it when a child fails, or shutdown's grace ran out), the signal cannot b
 delivered; the caller still waits for the verdict, so an exception ``__aexit__`` raised
 (the task group's ``ExceptionGroup``) reaches the caller's ``with`` with its own type.
 
-Shutdown while a context manager is held: the holder is an in-flight command, so it gets
-the shutdown grace period, then its task is cancelled and ``__aexit__`` runs, in its own
-task, with that ``CancelledError``. The caller's later exit then raises
-:class:`RuntimeShutdownError`.
+Shutdown while a context manager is held: an *idle* holder (entered, waiting for its
+caller's exit, as a client held for the app's lifetime is) is exited once the real work in
+flight has finished (or its grace ran out), last entered first, as a clean exit: no
+exception reaches ``__aexit__``, and shutdown does not wait the grace for it. A holder still
+entering or exiting is real work: it gets the grace, then its task is cancelled and
+``__aexit__`` runs, in its own task, with that ``CancelledError``. Either way the caller's
+later exit raises :class:`RuntimeShutdownError`. A held context dropped without being exited
+is exited when it is garbage collected, with a :class:`ResourceWarning`. In a forked child,
+contexts held by the parent are not inherited: their exit there does nothing.
+
+This module is the caller's side; the holder itself runs on the runtime loop and lives in
+:mod:`agybridge._loop.holder`, made through the send path (``Sender.make_holder``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import warnings
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from agybridge import _validate
-from agybridge._backends import _asyncio, await_oneshot, shielded_under_trio
-from agybridge._caller.send import Sender
-from agybridge._select import Oneshot
+from agybridge._backends import await_oneshot, shielded_under_trio
+from agybridge._caller.send import HeldContext, Sender
 from agybridge.commands import Run
 from agybridge.errors import CommandCancelledError, DeadlockError, OperationTimeoutError, RuntimeShutdownError
 
-__all__ = ["AsyncRemoteContext", "HeldCount", "RemoteContext", "RemoteContextSource"]
+__all__ = ["AsyncRemoteContext", "RemoteContext", "RemoteContextSource"]
 
 T = TypeVar("T")
 
@@ -53,76 +62,10 @@ ExcInfo = tuple[type[BaseException] | None, BaseException | None, TracebackType 
 _NO_EXCEPTION: ExcInfo = (None, None, None)
 
 
-def _never() -> BaseException:  # the holder waits for its exit signal without a deadline
-    raise AssertionError("unreachable")
-
-
-def _nothing() -> None:
-    pass
-
-
-class HeldCount:
-    """How many holders are idle, waiting for their caller's exit (written on the loop thread).
-
-    A held context manager is an in-flight command, yet no caller waits behind it: the
-    runtime subtracts this count when it decides whether a caller may spin for its answer.
-    """
-
-    __slots__ = ("count",)
-
-    def __init__(self) -> None:
-        self.count = 0
-
-
-class _Holder:
-    """The one task that enters, holds and exits the context manager on the runtime loop."""
-
-    def __init__(
-        self, source: RemoteContextSource[Any], entered: Oneshot, signal: Oneshot, verdict: Oneshot, held: HeldCount
-    ) -> None:
-        self.source = source
-        self.held = held
-        self.entered = entered  # the enter command's own oneshot: completed with the value
-        self.signal = signal  # set by the caller with the body's (exc_type, exc, tb)
-        self.verdict = verdict  # set here with (suppressed, what __aexit__ raised or None)
-        name = getattr(source, "__qualname__", None) or type(source).__qualname__
-        self.__qualname__ = f"enter({name})"  # Run.describe() and timeout messages show it
-
-    async def __call__(self) -> None:
-        source = self.source
-        # Made here, on the runtime loop, so whatever it binds to a loop binds to this one.
-        cm: Any = source if hasattr(type(source), "__aenter__") else source()  # type: ignore[operator]
-        kind: Any = type(cm)
-        if not (hasattr(kind, "__aenter__") and hasattr(kind, "__aexit__")):
-            raise TypeError(f"enter() needs an async context manager, not {kind.__name__} {cm!r}")
-        value = await kind.__aenter__(cm)
-        # From here on __aexit__ must run in this task, whatever happens.
-        cancelled: BaseException | None = None
-        if not self.entered.set_result(value):
-            exc_info = _NO_EXCEPTION  # the caller gave up while we entered: exit at once
-        else:
-            self.held.count += 1
-            try:
-                exc_info = await _asyncio.await_oneshot(self.signal, None, _never, _nothing)
-            except BaseException as exc:  # noqa: BLE001 - cancelled while held: its task group, shutdown, an abandoned exit
-                cancelled = exc
-                exc_info = (type(exc), exc, exc.__traceback__)
-            finally:
-                self.held.count -= 1
-        try:
-            suppress = bool(await kind.__aexit__(cm, *exc_info))
-        except BaseException as exc:
-            self.verdict.set_result((False, exc))
-            raise
-        self.verdict.set_result((suppress, None))
-        if cancelled is not None:
-            raise cancelled  # the task ends as it was told to, whatever __aexit__ returned
-
-
 Verdict = tuple[bool, BaseException | None]
 
 
-def _gone(sender: Sender, holder: _Holder) -> BaseException:
+def _gone(sender: Sender, holder: HeldContext) -> BaseException:
     what = holder.__qualname__
     if not sender.is_running():
         return RuntimeShutdownError(f"{what} was exited by the runtime's shutdown while the caller held it")
@@ -130,7 +73,7 @@ def _gone(sender: Sender, holder: _Holder) -> BaseException:
 
 
 def _verdict(
-    sender: Sender, holder: _Holder, verdict: Verdict, body_exc: BaseException | None, delivered: bool
+    sender: Sender, holder: HeldContext, verdict: Verdict, body_exc: BaseException | None, delivered: bool
 ) -> bool:
     suppress, error = verdict
     if error is not None and error is not body_exc and not isinstance(error, asyncio.CancelledError):
@@ -145,15 +88,16 @@ def _verdict(
 
 
 class _RemoteContextBase(Generic[T]):
-    def __init__(self, sender: Sender, source: RemoteContextSource[T], timeout: float | None, held: HeldCount) -> None:
+    def __init__(self, sender: Sender, source: RemoteContextSource[T], timeout: float | None) -> None:
         if not (hasattr(type(source), "__aenter__") or callable(source)):
             raise TypeError(
                 f"enter() needs an async context manager or a callable returning one, not {type(source).__name__}"
             )
         self._sender = sender
         self._timeout = None if timeout is None else _validate.call_timeout("timeout", timeout)
-        self._holder = _Holder(source, sender.oneshot(), sender.oneshot(), sender.oneshot(), held)
+        self._holder: HeldContext = sender.make_holder(source)
         self._used = False
+        self._pid = os.getpid()  # the process whose runtime loop holds it
         self._entered = False
         self._exited = False
         self._cmd: Run | None = None
@@ -162,8 +106,30 @@ class _RemoteContextBase(Generic[T]):
         if self._used:
             raise RuntimeError(f"{self._holder.__qualname__} can be entered only once")
         self._used = True
+        # The runtime's parts as of now: one made before a fork and entered in the child counts
+        # in the child's rebuilt runtime.
+        self._sender.here()
+        self._holder.held = self._sender.held
         self._cmd = Run(self._holder, oneshot=self._holder.entered)
         return self._cmd
+
+    def _inherited(self) -> bool:
+        """True in a forked child: the context is held on the parent's loop, not here."""
+        return self._pid != os.getpid()
+
+    def __del__(self) -> None:
+        # Dropped while held: exit it now, cleanly, and say so, as an unclosed file does.
+        holder = getattr(self, "_holder", None)
+        if holder is None or self._inherited() or not holder.entered.done() or holder.signal.done():
+            return
+        if holder.signal.set_result(_NO_EXCEPTION):
+            warnings.warn(
+                f"{holder.__qualname__} was held on the runtime loop and dropped without being exited; it "
+                "is exited now. Exit it with 'with' / 'async with', or keep it for the app's lifetime "
+                "(shutdown exits it)",
+                ResourceWarning,
+                stacklevel=2,
+            )
 
     def _begin_exit(self, exc_info: ExcInfo) -> bool:
         """Check the exit is legal, then deliver the body's exception; True if the holder got it."""
@@ -231,6 +197,8 @@ class RemoteContext(_RemoteContextBase[T]):
             was exited in its task after the shutdown grace.
         """
         sender = self._sender
+        if self._inherited():
+            return False  # held by the parent's loop: nothing of it is here to exit
         if sender.on_loop_thread():
             raise DeadlockError(
                 f"{self._holder.__qualname__} was exited on the runtime's own thread, where waiting for "
@@ -277,6 +245,8 @@ class AsyncRemoteContext(_RemoteContextBase[T]):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
         """:meth:`RemoteContext.__exit__`, awaited; under trio the wait is shielded (see the class)."""
+        if self._inherited():
+            return False  # held by the parent's loop: nothing of it is here to exit
         delivered = self._begin_exit((exc_type, exc, tb))
         verdict = await shielded_under_trio(self._wait())
         return _verdict(self._sender, self._holder, verdict, exc, delivered)

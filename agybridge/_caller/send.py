@@ -21,7 +21,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 from agybridge import _validate
 from agybridge._backends import (
@@ -66,7 +66,7 @@ from agybridge.errors import (
     RuntimeBusyError,
 )
 
-__all__ = ["LoopDoor", "Sender", "caller_spin_budget", "end_channel_with"]
+__all__ = ["HeldContext", "HeldCounter", "LoopDoor", "Sender", "caller_spin_budget", "end_channel_with"]
 
 logger = logging.getLogger("agybridge")
 
@@ -86,6 +86,27 @@ def caller_spin_budget(configured: float, in_flight: int) -> float:
     return configured if in_flight <= 1 else 0.0
 
 
+class HeldCounter(Protocol):
+    """The loop wing's count of idle held contexts (read here, written on the loop)."""
+
+    count: int
+
+
+class HeldContext(Protocol):
+    """What a caller's face uses of the loop-side holder of a held context manager."""
+
+    __qualname__: str
+    held: Any
+    #: Completed with ``__aenter__``'s value; the signal carries the body's exception in; the
+    #: verdict carries ``(suppressed, what __aexit__ raised)`` out.
+    entered: Oneshot
+    signal: Oneshot
+    verdict: Oneshot
+
+    def __call__(self) -> Awaitable[None]:
+        """The holder's task body, run on the loop as the enter command's coroutine."""
+
+
 @dataclass(frozen=True, slots=True)
 class LoopDoor:
     """What the send path needs of the loop's wing, as callables the facade binds.
@@ -93,6 +114,8 @@ class LoopDoor:
     Every one of them is safe to call from any thread.
     """
 
+    #: The runtime's own registry of agent states (never the process-wide view).
+    registry: Any
     #: The runtime's command queue: ``queue.submit(cmd, limit)`` claims, admits, pushes and
     #: wakes in one compiled call (-1: admitted; see ``CommandQueue.submit`` for the rest).
     queue: Any
@@ -102,8 +125,11 @@ class LoopDoor:
     is_running: Callable[[], bool]
     #: Whether the caller is the runtime's own loop thread.
     on_loop_thread: Callable[[], bool]
-    #: Raise if this process is a forked child that may not use the runtime.
+    #: In a forked child: rebuild the runtime's parts for this process (``after_fork="restart"``,
+    #: which rebinds this Sender to a new door) or raise :class:`ForkedRuntimeError`.
     check_fork: Callable[[], None]
+    #: Make the loop-side holder of a context manager held open by ``enter()``.
+    make_holder: Callable[[Any], HeldContext]
     #: The error for a send refused by a closed queue (shut down, or died).
     closed_error: Callable[[], Exception]
     #: Ask the loop to cancel *cmd*'s task (the caller completed its oneshot).
@@ -138,8 +164,10 @@ def end_channel_with(channel: Channel, what: str) -> Callable[[Oneshot], None]:
 _AGENT_COMMANDS = (Chat, ChatStream, CallAgent)
 
 
-def _refuse_chat_on_its_host(cmd: Chat | ChatStream, here: object) -> None:
-    state = BRIDGE_STATE.find(cmd.agent_id)
+def _refuse_chat_on_its_host(cmd: Chat | ChatStream, here: object, registry: Any) -> None:
+    # The sending runtime's own registry: through BRIDGE_STATE, off every runtime thread, an id
+    # that two runtimes both registered is ambiguous (AgentOwnershipError), yet this chat has one.
+    state = registry.find(cmd.agent_id)
     if state is None or state.host is None or host_key(state.host) is not here:
         return
     if any(tool.is_async for tool in list(state.tools.values())):
@@ -158,7 +186,9 @@ def _serves(cmd: PyCommand) -> bool:
     return thread_sensitive_seen() and type(cmd) in _AGENT_COMMANDS
 
 
-def blocking_caller(cmd: PyCommand, abort: Callable[[PyCommand], None] | None = None) -> BlockingCaller | None:
+def blocking_caller(
+    cmd: PyCommand, abort: Callable[[PyCommand], None] | None = None, registry: Any = BRIDGE_STATE
+) -> BlockingCaller | None:
     """For a blocking send, before submitting: the caller object, or None on the fast path.
 
     *abort* cancels the command on the loop: the caller calls it when Ctrl-C lands while it
@@ -173,7 +203,7 @@ def blocking_caller(cmd: PyCommand, abort: Callable[[PyCommand], None] | None = 
     if here is None and not serves and pool is None:
         return None
     if here is not None and isinstance(cmd, Chat):
-        _refuse_chat_on_its_host(cmd, here)
+        _refuse_chat_on_its_host(cmd, here, registry)
     caller = BlockingCaller(cmd, here, serves, abort, pool)
     set_caller(cmd.context, caller)
     return caller
@@ -229,7 +259,7 @@ class Sender:
     (wrap, futures, handles, held contexts, streams) take a Sender, never the runtime.
     """
 
-    def __init__(self, core: ModuleType, config: RuntimeConfig, door: LoopDoor, held: Any) -> None:
+    def __init__(self, core: ModuleType, config: RuntimeConfig, door: LoopDoor, held: HeldCounter) -> None:
         self.core = core
         self.config = config
         self.oneshot: Callable[[], Oneshot] = core.Oneshot
@@ -244,6 +274,24 @@ class Sender:
         self._caller_spin = config.caller_spin
         self._max_in_flight = config.max_in_flight
         self._limit = -1 if config.max_in_flight is None else config.max_in_flight
+
+    def rebind(self, door: LoopDoor, held: HeldCounter) -> None:
+        """Serve a rebuilt loop wing (a forked child's); the faces keep this Sender."""
+        self._door, self._queue, self._held = door, door.queue, held
+        self._running = False
+
+    @property
+    def held(self) -> HeldCounter:
+        """The count of idle held contexts of the loop wing this Sender serves."""
+        return self._held
+
+    def make_holder(self, source: Any) -> HeldContext:
+        """The loop-side holder for a context manager that ``enter()`` will hold open."""
+        return self._door.make_holder(source)
+
+    def here(self) -> None:
+        """Make sure the parts served are this process's (a no-op but in a forked child)."""
+        self._door.check_fork()
 
     # -- what every way of waiting shares ----------------------------------------------------
 
@@ -322,8 +370,8 @@ class Sender:
 
     def send(self, cmd: PyCommand, timeout: float | None = None) -> Any:
         """Submit *cmd* and block until its outcome (see :meth:`PythonRuntime.send_command`)."""
+        self._door.check_fork()  # in a forked child: this process's parts (the door may change)
         door = self._door
-        door.check_fork()
         if door.on_loop_thread():
             raise DeadlockError(
                 f"send_command({cmd.describe() if isinstance(cmd, PyCommand) else cmd!r}) was called "
@@ -339,7 +387,7 @@ class Sender:
             if not isinstance(cmd, PyCommand):
                 raise TypeError(f"expected {_COMMANDS}, not {cmd!r}")
         # None unless this thread runs a loop or the chat may need this thread for a tool.
-        caller = blocking_caller(cmd, door.abort) if _seen.caller_checks else None
+        caller = blocking_caller(cmd, door.abort, door.registry) if _seen.caller_checks else None
         shot = cmd.oneshot
         try:
             # The submit is inside the guard too: Ctrl-C can land after the push but before
@@ -360,8 +408,8 @@ class Sender:
 
     async def asend(self, cmd: PyCommand, timeout: float | None = None) -> Any:
         """Submit *cmd* and await its outcome under asyncio or trio (see ``asend_command``)."""
+        self._door.check_fork()  # in a forked child: this process's parts (the door may change)
         door = self._door
-        door.check_fork()
         limit = self.limit(timeout)
         if isinstance(cmd, Shutdown):
             await door.ashutdown(cmd.grace)
@@ -388,8 +436,8 @@ class Sender:
 
     def submit_future(self, cmd: PyCommand) -> CommandFuture[Any]:
         """Submit *cmd* without waiting; its outcome goes to the returned future."""
+        self._door.check_fork()  # in a forked child: this process's parts (the door may change)
         door = self._door
-        door.check_fork()
         future: CommandFuture[Any] = CommandFuture(cmd.oneshot, lambda: door.abort(cmd), door.on_loop_thread)
         try:
             self.submit(cmd)
@@ -409,8 +457,8 @@ class Sender:
         (None on the fast path), and a streamed chat on the loop that hosts its agent's async
         tools is refused with :class:`DeadlockError`, as ``chat()`` is.
         """
+        self._door.check_fork()  # in a forked child: this process's parts (the door may change)
         door = self._door
-        door.check_fork()
         if blocking and door.on_loop_thread():
             raise DeadlockError(
                 f"a blocking iteration of {cmd.describe()} was started on the runtime's own thread, where "
@@ -437,7 +485,7 @@ class Sender:
         if here is None and not serves:
             return None
         if here is not None and isinstance(cmd, ChatStream):
-            _refuse_chat_on_its_host(cmd, here)
+            _refuse_chat_on_its_host(cmd, here, self._door.registry)
         caller = StreamCaller(cmd, here, serves, lambda: self.stop_stream(cmd))
         set_caller(cmd.context, caller)
         return caller

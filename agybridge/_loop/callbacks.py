@@ -135,7 +135,8 @@ async def run_on_caller(fn: Callable[[], Any], agent_id: str, tool_name: str) ->
     def convert(exc: BaseException) -> BaseException:
         return tool_error(agent_id, tool_name, exc) if escapes(exc) else exc
 
-    work = Work(fn, callback_context(), shot, convert)
+    # As the runtime's callback, like a tool in its worker threads: BRIDGE_STATE finds its agents.
+    work = Work(functools.partial(run_as_owner, current_owner(), fn), callback_context(), shot, convert)
     caller.post(work)
     return await watch_remote(shot, shot.cancel, caller.gone)
 

@@ -293,6 +293,14 @@ class Dispatcher:
         for cmd in leftovers:
             self.account(cmd)
 
+    def set_handlers(self, handlers: Mapping[type[PyCommand], Handler]) -> None:
+        """Replace the handlers (loop thread only): a forked child's replay puts back the plain ones."""
+        self._handlers.update(handlers)
+
+    def active_tasks(self) -> list[asyncio.Task[Any]]:
+        """The tasks of the commands running now (a snapshot)."""
+        return list(self._active.values())
+
     async def stop_all(self, grace: float) -> None:
         """For shutdown: let active commands finish within *grace*, then fail and cancel the rest."""
         active = list(self._active.values())

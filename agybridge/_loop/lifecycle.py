@@ -24,8 +24,11 @@ from typing import Any
 
 from agybridge._loop.agents import AgentTable
 from agybridge._loop.dispatcher import Dispatcher, RuntimeMetrics
+from agybridge._loop.fork import ForkGuard
+from agybridge._loop.holder import HeldCount, Holder, release_idle
 from agybridge._loop.streams import run_stream, stop_stream
 from agybridge._loop.thread import NEW, RUNNING, LoopThread
+from agybridge._registry import release_state
 from agybridge._select import AgentRegistry
 from agybridge.commands import PyCommand, Run, Stream
 from agybridge.config import RuntimeConfig
@@ -33,6 +36,10 @@ from agybridge.config import RuntimeConfig
 __all__ = ["LoopWing", "run_coroutine"]
 
 logger = logging.getLogger("agybridge")
+
+# The parent's wings, as copied into a forked child: never used, never collected (see
+# LoopWing.rebuilt_in_child).
+_INHERITED: list[LoopWing] = []
 
 
 async def run_coroutine(cmd: Run) -> Any:
@@ -61,17 +68,22 @@ class LoopWing:
         *,
         owner: Any,
         on_exit: Callable[[], None],
-        extra_handlers: Mapping[type[PyCommand], Callable[[Any], Coroutine[Any, Any, Any]]] | None = None,
+        fork: ForkGuard | None = None,
     ) -> None:
         self.core = core
         self.config = config
+        self._owner, self._on_exit = owner, on_exit
+        #: The pid these parts belong to, and the registrations a forked child makes again.
+        self.fork = fork if fork is not None else ForkGuard()
+        #: The idle held contexts (in flight, yet no caller waits behind them).
+        self.held = HeldCount()
         # The queue wakes the loop through its own descriptor (an eventfd), read by the
         # dispatcher in the loop's reader callback: see _watch_queue.
         self.queue = core.CommandQueue()
         self.registry: AgentRegistry = core.AgentRegistry()
         self.agents = AgentTable(config, self.registry)
-        handlers: dict[type[PyCommand], Any] = {Run: run_coroutine, Stream: run_stream, **self.agents.handlers()}
-        handlers.update(extra_handlers or {})
+        plain: dict[type[PyCommand], Any] = {Run: run_coroutine, Stream: run_stream, **self.agents.handlers()}
+        handlers = self.fork.handlers(plain, self.agents.ids, self.agents.register, self._install)
         self.dispatcher = Dispatcher(self.queue, handlers, config.loop_spin)
         # Callers waiting for a command's clean-up (see when_finished); released at close.
         self._finish_waiters: set[Any] = set()
@@ -88,7 +100,42 @@ class LoopWing:
             stopped=core.Oneshot(),
         )
 
+    def _install(self, handlers: Mapping[type[PyCommand], Callable[[Any], Coroutine[Any, Any, Any]]]) -> None:
+        self.dispatcher.set_handlers(handlers)
+
     # -- any thread -------------------------------------------------------------------------
+
+    def make_holder(self, source: Any) -> Holder:
+        """The holder of a context manager that ``enter()`` holds open on this loop."""
+        core = self.core
+        return Holder(source, core.Oneshot(), core.Oneshot(), core.Oneshot(), self.held)
+
+    def rebuilt_in_child(self) -> LoopWing:
+        """In a forked child: a new wing for this process, as this one's parent would have made it.
+
+        This wing (the parent's copy) is disowned and kept alive, never closed: its loop
+        shares the parent's epoll instance and descriptors (fork copies descriptors, not what
+        they point to), so closing or collecting it here could unregister the parent's own
+        wake-ups. The new wing makes the parent's agents again on its first command, unless the
+        parent's runtime had stopped, or ``after_fork="error"`` refuses the child (its commands
+        then raise :class:`~agybridge.ForkedRuntimeError`).
+        """
+        parent_pid = self.fork.pid
+        state = self.thread.disown()
+        _INHERITED.append(self)
+        refuse = self.config.after_fork == "error" and state != NEW
+        registrations = list(self.fork.registrations.items())
+        for _agent_id, (_factory, bridge_state) in registrations:
+            release_state(bridge_state)  # it belonged to the parent's registry
+            bridge_state.forget_inflight()
+        replay = registrations if state in (NEW, RUNNING) and not refuse else None
+        wing = LoopWing(self.core, self.config, owner=self._owner, on_exit=self._on_exit, fork=ForkGuard(replay))
+        if state not in (NEW, RUNNING):
+            wing.queue.close()
+            wing.thread.end_as(self.thread, state)  # shut down or dead in the parent: the same here
+        if refuse:
+            wing.thread.belongs_to(parent_pid)  # its commands raise ForkedRuntimeError
+        return wing
 
     def abort(self, cmd: PyCommand) -> None:
         """The caller completed *cmd* (cancel or timeout): stop its task on the loop."""
@@ -138,12 +185,6 @@ class LoopWing:
         # stays readable until read), so the first drain picks it up.
         loop.add_reader(self.queue.fileno(), self.dispatcher.on_readable)
 
-    def _on_closing(self) -> None:
-        self.dispatcher.reap_all()
-        loop = self.thread.loop
-        if loop is not None and not loop.is_closed():
-            loop.remove_reader(self.queue.fileno())
-
     def _on_shutdown(self, grace: float, leftovers: list[PyCommand]) -> None:
         # Accepted before the shutdown: they get the grace, as the running ones do.
         self.dispatcher.run_leftovers(leftovers)
@@ -151,6 +192,7 @@ class LoopWing:
 
     async def _shutdown_sequence(self, grace: float) -> None:
         try:
+            grace = await release_idle(self.held, self.dispatcher.active_tasks, grace)
             await self.dispatcher.stop_all(grace)
             await self.agents.close_all("the runtime shut down")
             self.registry.clear()  # states put there by hand, too
@@ -163,6 +205,9 @@ class LoopWing:
         self.dispatcher.reap_all()
         for shot in list(self._finish_waiters):
             shot.set_result(None)
+        loop = self.thread.loop
+        if loop is not None and not loop.is_closed():
+            loop.remove_reader(self.queue.fileno())
 
     def _on_death(self, cause: BaseException | None, reason: str) -> None:
         # On the dying loop thread: refuse new work and fail everything in flight, then free

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agybridge._backends._asyncio import new_runtime_loop
+from agybridge._loop.signals import block_async_signals
 from agybridge._loop.workers import DaemonExecutor
 from agybridge._origin import set_thread_owner
 from agybridge._select import Oneshot
@@ -98,6 +99,7 @@ class LoopThread:
         self._death: BaseException | None = None
         self._death_reason = ""
         self._generation = _fork_generation
+        self._pid = os.getpid()  # a fork made in C runs no at-fork hook: the pid tells it too
         self._thread: threading.Thread | None = None
         self._ident: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -118,7 +120,11 @@ class LoopThread:
     @property
     def forked(self) -> bool:
         """True in a forked child of the process that made this loop thread."""
-        return self._generation != _fork_generation
+        return self._generation != _fork_generation or self._pid != os.getpid()
+
+    def belongs_to(self, pid: int) -> None:
+        """Count as made in process *pid*: a runtime with ``after_fork="error"`` refuses in a child."""
+        self._pid = pid
 
     @property
     def is_running(self) -> bool:
@@ -141,10 +147,11 @@ class LoopThread:
 
     def check_fork(self) -> None:
         """Raise :class:`ForkedRuntimeError` in a forked child; the thread is not there."""
-        if self._generation != _fork_generation:
+        if self.forked:
             raise ForkedRuntimeError(
-                "this PythonRuntime was created in a parent process and its thread does not exist "
-                "in this forked child; create a new PythonRuntime in the child"
+                f"this PythonRuntime was started in a parent process (pid {self._pid}) and its thread does "
+                f"not exist in this forked child (pid {os.getpid()}); it has after_fork='error', so it does "
+                "not restart here: create a new PythonRuntime in the child, or use after_fork='restart'"
             )
 
     def closed_error(self) -> RuntimeShutdownError:
@@ -206,13 +213,33 @@ class LoopThread:
         """
         with self._lifecycle:
             previous = self._state
-            if self._generation != _fork_generation:
+            if self.forked:
                 self._state = CLOSED
                 return CLOSED
             if previous in (NEW, RUNNING):
                 in_lock(previous)
                 self._state = CLOSED if previous == NEW else STOPPING
             return previous
+
+    def disown(self) -> str:
+        """In a forked child, on this copy of the parent's loop thread: never act here again.
+
+        Returns the parent's state at the fork. If the fork was made on the runtime thread its
+        loop may run on in the child, and its end must not report a death or close anything.
+        """
+        state = self._state
+        self._on_death = lambda _cause, _reason: None
+        self._on_closing = self._on_exit = lambda: None
+        self._state = CLOSED
+        return state
+
+    def end_as(self, other: LoopThread, state: str) -> None:
+        """A new, never started thread ends as the parent's had (shut down, or dead, at the fork)."""
+        self.begin_stop(lambda _previous: None)
+        if state == DIED:
+            with self._lifecycle:
+                self._state = DIED
+                self._death, self._death_reason = other._death, other._death_reason
 
     def finish_stop(self) -> None:
         """On the loop thread, at the end of an orderly shutdown: mark closed, stop the loop."""
@@ -251,6 +278,7 @@ class LoopThread:
 
     def _main(self, ready: threading.Event, failure: list[BaseException]) -> None:
         try:
+            block_async_signals()  # Ctrl-C and a server's signals go to a thread that acts on them
             set_thread_owner(self._owner)
             loop = self._new_loop()
             asyncio.set_event_loop(loop)
@@ -303,7 +331,9 @@ class LoopThread:
             logger.exception("error while closing the runtime loop")
         finally:
             if self._executor is not None:
-                # Never wait for a hung tool thread; queued tool calls are dropped.
+                # Never wait for a hung tool thread; queued tool calls are dropped. Idle
+                # workers leave at once: wait a moment for them, so no thread is left behind.
                 self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor.join(timeout=1.0)
             asyncio.set_event_loop(None)
             loop.close()

@@ -19,10 +19,12 @@ import concurrent.futures
 import contextvars
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from agybridge._backends import _seen
+from agybridge._loop.signals import block_async_signals
 from agybridge._origin import mark_worker_thread
 
 __all__ = ["DaemonExecutor"]
@@ -112,6 +114,7 @@ class DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
 
     def _work(self) -> None:
         mark_worker_thread(self)
+        block_async_signals()  # signals to the process never land on a tool's thread
         jobs = self._jobs
         while True:
             job = jobs.get()
@@ -148,3 +151,14 @@ class DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
             for thread in workers:
                 if thread is not threading.current_thread():
                     thread.join()
+
+    def join(self, timeout: float) -> None:
+        """After :meth:`shutdown`: wait up to *timeout* in all for the workers to leave.
+
+        Idle workers leave at once, so a runtime that shut down leaves no thread behind; a
+        worker still inside a hung tool is abandoned (a daemon) once the time is up.
+        """
+        deadline = time.monotonic() + timeout
+        for thread in list(self._workers):
+            if thread is not threading.current_thread():
+                thread.join(max(deadline - time.monotonic(), 0.0))

@@ -394,7 +394,7 @@ def run_streams(n: int, rounds: int) -> bool:
         rt = statistics.median(round_trips)
         print(
             f"streams: {n} items per stream, {rounds} interleaved rounds, core '{runtime.implementation}', "
-            f"loop {type(runtime.loop).__module__.partition('.')[0]}, "
+            f"loop {'uvloop' if type(runtime.loop).__module__.startswith('uvloop') else 'asyncio'}, "
             f"Python {sys.version.split()[0]}; one sync round trip {rt * 1e6:.1f} us"
         )
         print(f"{'consumer':9} {'contender':38} {'items/s':>12} {'us/item*':>9} {'first item':>12}")

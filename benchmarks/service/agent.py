@@ -56,7 +56,7 @@ def save_metrics(runtime: Any) -> None:
     path = os.environ.get(METRICS_ENV)
     if path:
         metrics = runtime.metrics()
-        loop_kind = type(runtime.loop).__module__.partition(".")[0]
+        loop_kind = "uvloop" if type(runtime.loop).__module__.startswith("uvloop") else "asyncio"
         with open(path, "w") as out:
             json.dump({"submitted": metrics.submitted, "wakeups": metrics.wakeups, "loop": loop_kind}, out)
 
