@@ -14,6 +14,7 @@ import logging
 import os
 import select
 import signal
+import subprocess
 import sys
 import threading
 import traceback
@@ -375,7 +376,29 @@ def test_two_runtimes_with_the_same_agent_id_run_thread_sensitive_tools(core: Mo
 
 
 @pytest.mark.timeout(240)
-def test_fork_while_threads_hammer_the_runtime_never_deadlocks_the_child(rt: PythonRuntime) -> None:
+@pytest.mark.timeout(240)
+def test_fork_while_threads_hammer_the_runtime_never_deadlocks_the_child(core: ModuleType) -> None:
+    """The scenario runs in a fresh interpreter: only this runtime's threads (and the hammering
+    ones) exist when it forks, so the verdict does not depend on which threads earlier tests
+    of this session left behind. Every child must finish: a deadlocked one fails the run."""
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import test_fork; "
+        "from conftest import make_config; from agybridge import PythonRuntime; "
+        "from agybridge._select import load_core; "
+        "rt = PythonRuntime(make_config(), core=load_core(sys.argv[2])); "
+        "test_fork.hammer_and_fork(rt); rt.shutdown(timeout=10); print('hammered')"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, os.path.dirname(__file__), core.IMPLEMENTATION],
+        capture_output=True,
+        text=True,
+        timeout=220,
+        cwd=os.path.dirname(__file__),
+    )
+    assert proc.returncode == 0 and "hammered" in proc.stdout, proc.stdout + proc.stderr
+
+
+def hammer_and_fork(rt: PythonRuntime) -> None:
     """Producers mid-push, registry look-ups, sync tools in workers: fork many times meanwhile."""
 
     def sync_tool() -> str:
