@@ -398,15 +398,24 @@ class AgentBridgeState:
         self.host = host
 
     def tool_started(self, task: asyncio.Task[Any]) -> None:
-        """A tool call of this agent runs as *task* (runtime loop only): unregister cancels it."""
+        """A tool call of this agent runs as *task* (runtime loop only): unregister cancels it.
+
+        :meta private:
+        """
         self._inflight.add(task)
 
     def tool_finished(self, task: asyncio.Task[Any]) -> None:
-        """The tool call running as *task* ended (runtime loop only)."""
+        """The tool call running as *task* ended (runtime loop only).
+
+        :meta private:
+        """
         self._inflight.discard(task)
 
     def forget_inflight(self) -> None:
-        """In a forked child: the running tool calls were the parent's loop's; none runs here."""
+        """In a forked child: the running tool calls were the parent's loop's; none runs here.
+
+        :meta private:
+        """
         self._inflight.clear()
 
     def cancel_inflight(self) -> None:
