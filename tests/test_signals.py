@@ -28,7 +28,7 @@ core = importlib.import_module(sys.argv[1])
 def run(core_name: str, body: str) -> subprocess.CompletedProcess[str]:
     script = PRELUDE + textwrap.dedent(body)
     return subprocess.run(
-        [sys.executable, "-c", script, core_name], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", script, core_name], capture_output=True, text=True, timeout=60, check=False, cwd="/"
     )
 
 
