@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from types import ModuleType
 
 import pytest
 
@@ -32,13 +33,12 @@ def run(core_name: str, body: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("core_name", ["agybridge._core", "agybridge._core_py"])
-def test_the_runtime_and_worker_threads_never_take_a_signal_sent_to_the_process(core_name: str) -> None:
+def test_the_runtime_and_worker_threads_never_take_a_signal_sent_to_the_process(core: ModuleType) -> None:
     """The main thread blocks SIGINT; a SIGINT sent to the process then stays pending, since no
     agybridge thread may take it (before, the runtime thread took it), and reaches the main
     thread the moment it unblocks it."""
     proc = run(
-        core_name,
+        core.__name__,
         """
         import _thread
         rt = PythonRuntime(RuntimeConfig(inter_agent_delay=0), core=core).start()
@@ -63,10 +63,9 @@ def test_the_runtime_and_worker_threads_never_take_a_signal_sent_to_the_process(
     assert proc.stdout.split("\n")[:2] == ["pending: True", "interrupted on the main thread"], proc.stdout
 
 
-@pytest.mark.parametrize("core_name", ["agybridge._core", "agybridge._core_py"])
-def test_sigint_interrupts_a_blocked_chat_at_once_and_cancels_the_agent(core_name: str) -> None:
+def test_sigint_interrupts_a_blocked_chat_at_once_and_cancels_the_agent(core: ModuleType) -> None:
     proc = run(
-        core_name,
+        core.__name__,
         """
         import time
         cancelled = threading.Event()
