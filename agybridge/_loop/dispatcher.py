@@ -173,17 +173,22 @@ class Dispatcher:
                 return  # the queue marked us idle: the next push wakes us again
             pending = False
             for cmd in batch:
-                if cmd.oneshot.done():
-                    self.account(cmd)  # cancelled or timed out while still queued
-                    continue
-                task = start_task(loop, self._execute(cmd), cmd.context)
-                if not task.done():
-                    self._active[cmd] = task
-                    pending = True
+                pending = self._start(loop, cmd) or pending
             if pending:
                 break
             spin = 0.0
         loop.call_soon(self.on_wake)
+
+    def _start(self, loop: asyncio.AbstractEventLoop, cmd: PyCommand) -> bool:
+        """Start *cmd* as its own task (eagerly); True if it is still running afterwards."""
+        if cmd.oneshot.done():
+            self.account(cmd)  # cancelled or timed out while still queued
+            return False
+        task = start_task(loop, self._execute(cmd), cmd.context)
+        if task.done():
+            return False
+        self._active[cmd] = task
+        return True
 
     async def _execute(self, cmd: PyCommand) -> None:
         shot = cmd.oneshot
@@ -272,12 +277,7 @@ class Dispatcher:
         """
         loop = asyncio.get_running_loop()
         for cmd in leftovers:
-            if cmd.oneshot.done():
-                self.account(cmd)  # cancelled or timed out while still queued
-                continue
-            task = start_task(loop, self._execute(cmd), cmd.context)
-            if not task.done():
-                self._active[cmd] = task
+            self._start(loop, cmd)
 
     def fail_for_death(self, leftovers: list[PyCommand], cause: BaseException | None, reason: str) -> None:
         """The loop died: fail the queued *leftovers* and every active command.
