@@ -1,8 +1,9 @@
-"""The hot path's promises (issue 23): eventfd wake-ups, eager starts, batched completions.
+"""The hot path's promises (issue 23): eventfd wake-ups, hand-run bodies, batched completions.
 
-A command whose body never suspends completes inside the dispatcher's reader callback, yet
-runs as a real Task from its first step on; completions bound for one asyncio host loop or
-one trio run share one wake-up per batch.
+A command whose body never suspends completes inside the dispatcher's reader callback and
+never becomes a Task of its own, yet it runs inside a real Task from its first step on (the
+runtime's carrier, which goes on as the body's own task if it suspends); completions bound for
+one asyncio host loop or one trio run share one wake-up per batch.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import asyncio
 import contextvars
 import sys
 import threading
+import weakref
 from types import ModuleType
 from typing import Any
 
 import pytest
 import trio
 
-from agybridge import PythonRuntime, RuntimeConfig
+from agybridge import CommandCancelledError, PythonRuntime, RuntimeConfig
 from agybridge._backends import _asyncio as asyncio_backend
 from agybridge._backends import _trio as trio_backend
 
@@ -87,6 +89,150 @@ def test_a_body_that_raises_in_its_first_step_reaches_the_caller(runtime: Python
     with pytest.raises(LookupError, match="first step"):
         runtime.run(boom)
     assert runtime.metrics().failed == 1
+
+
+async def _my_task_weakly() -> weakref.ref[asyncio.Task[Any]]:
+    task = asyncio.current_task()
+    assert task is not None
+    return weakref.ref(task)  # a weak reference: the body keeps nothing of its task
+
+
+def test_bodies_that_never_suspend_make_no_task_of_their_own(runtime: PythonRuntime) -> None:
+    # Both ran inside the one carrier: no Task was made (or retired) for either.
+    first, second = runtime.run(_my_task_weakly), runtime.run(_my_task_weakly)
+    carrier = first()
+    assert carrier is not None and carrier is second()
+    assert not carrier.done()  # parked, waiting for the next body
+
+
+def test_a_body_that_suspends_takes_the_carrier_and_the_next_body_gets_a_new_one(runtime: PythonRuntime) -> None:
+    async def suspends() -> tuple[weakref.ref[asyncio.Task[Any]], bool]:
+        first = asyncio.current_task()
+        assert first is not None
+        await asyncio.sleep(0.001)
+        return weakref.ref(first), asyncio.current_task() is first
+
+    before = runtime.run(_my_task_weakly)
+    adopted, same = runtime.run(suspends)
+    assert same and adopted() is before()  # it started in the carrier and went on in it
+    assert runtime.run(_my_task_weakly)() is not adopted()
+
+
+def test_a_body_that_keeps_its_task_gets_one_that_ends_as_its_own_would(runtime: PythonRuntime) -> None:
+    async def keep() -> asyncio.Task[Any]:
+        task = asyncio.current_task()
+        assert task is not None
+        return task
+
+    kept = runtime.run(keep)
+    assert runtime.run(_my_task_weakly)() is not kept  # the next body runs in another carrier
+
+    async def ended() -> bool:
+        await asyncio.wait([kept], timeout=5)
+        return kept.done() and not kept.cancel()
+
+    assert runtime.run(ended)  # done, and cancelling it touches no other command
+
+
+def test_a_done_callback_on_the_task_of_a_body_that_never_suspended_fires(runtime: PythonRuntime) -> None:
+    fired = threading.Event()
+
+    async def watch() -> str:
+        task = asyncio.current_task()
+        assert task is not None
+        task.add_done_callback(lambda _task: fired.set())
+        return "answered"
+
+    assert runtime.run(watch) == "answered"
+    assert fired.wait(5)
+
+
+def test_a_body_that_cancels_its_own_task_in_its_first_step_is_cancelled_at_its_first_await(
+    runtime: PythonRuntime,
+) -> None:
+    reached: list[str] = []
+
+    async def cancel_myself() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        reached.append("first step")
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            reached.append("cancelled at the await")
+            raise
+
+    with pytest.raises(CommandCancelledError):
+        runtime.run(cancel_myself)
+    assert reached == ["first step", "cancelled at the await"]
+    assert runtime.run(_what_runs_me)[:2] == (True, True)  # the runtime goes on
+    assert runtime.metrics().cancelled == 1
+
+
+def test_scopes_entered_in_the_first_step_exit_after_a_suspension(runtime: PythonRuntime) -> None:
+    anyio = pytest.importorskip("anyio")
+
+    async def body() -> str:
+        with anyio.CancelScope():  # anyio refuses an exit in another task than the entry
+            await asyncio.sleep(0.001)
+        with anyio.fail_after(5):
+            await anyio.sleep(0.001)
+        if sys.version_info >= (3, 11):
+            async with asyncio.timeout(5):
+                await asyncio.sleep(0.001)
+        return "exited"
+
+    assert runtime.run(body) == "exited"
+
+
+def test_a_timeout_entered_in_the_first_step_cancels_the_body_after_it_suspended(runtime: PythonRuntime) -> None:
+    if sys.version_info < (3, 11):
+        pytest.skip("asyncio.timeout needs Python 3.11")
+
+    async def body() -> str:
+        try:
+            async with asyncio.timeout(0):  # expires before the carrier even took the body over
+                await asyncio.sleep(30)
+        except TimeoutError:
+            return "timed out in its own task"
+        return "not timed out"
+
+    assert runtime.run(body) == "timed out in its own task"
+
+
+def test_a_variable_set_in_the_first_step_is_seen_after_a_suspension(runtime: PythonRuntime) -> None:
+    _VAR.set("the caller's")
+
+    async def body() -> tuple[str, str]:
+        seen = _VAR.get()
+        _VAR.set("set in the first step")
+        await asyncio.sleep(0.001)
+        return seen, _VAR.get()
+
+    assert runtime.run(body) == ("the caller's", "set in the first step")
+    assert _VAR.get() == "the caller's"  # the command ran in a copy of the caller's context
+
+
+def test_many_suspending_bodies_each_go_on_in_a_task_of_their_own(runtime: PythonRuntime) -> None:
+    tasks: list[asyncio.Task[Any]] = []
+    gate: list[asyncio.Event] = []
+
+    async def one(i: int) -> int:
+        first = asyncio.current_task()
+        assert first is not None
+        if not gate:
+            gate.append(asyncio.Event())
+        tasks.append(first)
+        if len(tasks) == 50:
+            gate[0].set()  # every body has started: all of them are suspended or here
+        await gate[0].wait()
+        assert asyncio.current_task() is first
+        return i
+
+    futures = [runtime.submit(one, i) for i in range(50)]
+    assert [future.result(10) for future in futures] == list(range(50))
+    assert len({id(task) for task in tasks}) == 50  # alive at once, so distinct ids: distinct tasks
 
 
 def test_a_suspended_body_can_still_be_cancelled_by_its_callers_timeout(runtime: PythonRuntime) -> None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agybridge._backends._asyncio import has_ready_work, start_task
+from agybridge._backends._carrier import HandRunner, can_run_by_hand
 from agybridge._select import CommandQueue
 from agybridge.commands import PyCommand
 from agybridge.errors import (
@@ -89,6 +90,8 @@ class Dispatcher:
         self._handlers = dict(handlers)
         self._loop_spin = loop_spin
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: Runs each command's first step by hand in a carrier Task (None where the loop cannot).
+        self._runner: HandRunner | None = None
         self._active: dict[PyCommand, asyncio.Task[Any]] = {}
         # Admission and the submitted count live in the queue (one compiled call per send);
         # the outcome counters below have one writer (the loop thread, or a caller once
@@ -151,19 +154,19 @@ class Dispatcher:
         self.on_wake()
 
     def on_wake(self) -> None:
-        """Drain the queue and start a task per command, until a drain comes back empty.
+        """Drain the queue and start every command, until a drain comes back empty.
 
         Scheduled by the queue's wake-up (one per idle->busy transition). While started
         tasks are still pending, the next drain waits for the next loop iteration (after
         those tasks took their first step), which picks up pushes that arrived meanwhile
-        without another wake-up. When every command finished inside its eager start
-        (3.12+), there is nothing to wait for: draining again at once saves the loop a
+        without another wake-up. When every command finished inside its first step (run
+        by hand in the carrier task), there is nothing to wait for: draining again at once saves the loop a
         whole iteration (a selector poll) per sporadic command. The rounds in one call are
         bounded, so a steady stream of pushes cannot starve the loop's other callbacks.
         """
         loop = self._loop
         if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
+            loop = self._serve(asyncio.get_running_loop())
         spin = self._loop_spin
         if spin and has_ready_work(loop):
             spin = 0.0  # other callbacks are waiting: do not hold the loop for a push
@@ -173,20 +176,36 @@ class Dispatcher:
                 return  # the queue marked us idle: the next push wakes us again
             pending = False
             for cmd in batch:
-                pending = self._start(loop, cmd) or pending
+                pending = self._start(loop, cmd, self._runner) or pending
             if pending:
                 break
             spin = 0.0
         loop.call_soon(self.on_wake)
 
-    def _start(self, loop: asyncio.AbstractEventLoop, cmd: PyCommand) -> bool:
-        """Start *cmd* as its own task (eagerly); True if it is still running afterwards."""
+    def _serve(self, loop: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop:
+        self._loop = loop
+        self._runner = HandRunner(loop) if can_run_by_hand(loop) else None
+        return loop
+
+    def _start(self, loop: asyncio.AbstractEventLoop, cmd: PyCommand, runner: HandRunner | None) -> bool:
+        """Start *cmd*; True if it is still running afterwards.
+
+        With a *runner* (from a plain callback), its first step runs by hand in the carrier
+        task: a body that never suspends completes here and never becomes a Task of its own;
+        one that suspends goes on as the carrier. Without one (from inside a task, or on a
+        loop the runner cannot serve), it starts as its own task, eagerly where possible.
+        """
         if cmd.oneshot.done():
             self.account(cmd)  # cancelled or timed out while still queued
             return False
-        task = start_task(loop, self._execute(cmd), cmd.context)
-        if task.done():
-            return False
+        if runner is not None:
+            task = runner.start(self._execute(cmd), cmd.context)
+            if task is None:
+                return False
+        else:
+            task = start_task(loop, self._execute(cmd), cmd.context)
+            if task.done():
+                return False
         self._active[cmd] = task
         return True
 
@@ -241,6 +260,8 @@ class Dispatcher:
 
     def reap_all(self) -> None:
         """Account every command whose task never finished (the loop is closing)."""
+        if self._runner is not None:
+            self._runner.retire()  # the idle carrier ends with the loop, never left pending
         for cmd in list(self._active):
             self._reap(cmd)
 
@@ -277,7 +298,7 @@ class Dispatcher:
         """
         loop = asyncio.get_running_loop()
         for cmd in leftovers:
-            self._start(loop, cmd)
+            self._start(loop, cmd, None)  # inside the shutdown's task: each as a task of its own
 
     def fail_for_death(self, leftovers: list[PyCommand], cause: BaseException | None, reason: str) -> None:
         """The loop died: fail the queued *leftovers* and every active command.
