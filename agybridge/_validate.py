@@ -122,12 +122,20 @@ def _is_sync_function(fn: object) -> bool:
     return not (inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn))
 
 
+#: ``async def`` code: a coroutine or an async generator function (``inspect.CO_*``).
+_ASYNC_CODE = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
 def coroutine_function(what: str, fn: object) -> None:
     """Refuse, before anything runs, a callable that is certainly not a coroutine function.
 
     ``run(sync_fn)`` would otherwise call *sync_fn* on the runtime loop (blocking it, and
-    running its side effects) and only then fail on its non-awaitable result.
+    running its side effects) and only then fail on its non-awaitable result. Every send of
+    a :class:`~agybridge.Run` passes here, so the common case (a plain ``async def``
+    function) is settled by one look at its code flags.
     """
+    if type(fn) is types.FunctionType and fn.__code__.co_flags & _ASYNC_CODE:
+        return
     if not callable(fn):
         raise TypeError(f"{what} needs a coroutine function, not {type(fn).__name__} {fn!r}")
     if _is_sync_function(fn):

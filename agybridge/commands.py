@@ -93,9 +93,7 @@ class PyCommand:
     agent_id: str | None = None
 
     def __init__(self, *, oneshot: Oneshot | None = None) -> None:
-        object.__setattr__(self, "oneshot", Oneshot() if oneshot is None else oneshot)
-        object.__setattr__(self, "context", caller_context())
-        object.__setattr__(self, "_unsent", [None])
+        _init_command(self, oneshot)
 
     def claim(self) -> bool:
         """Mark the command sent; True for the first caller only, from any number of racing threads.
@@ -127,6 +125,25 @@ class PyCommand:
         return f"<{self.describe()} {self.oneshot!r}>"
 
 
+def _slot_setters(cls: type, *names: str) -> tuple[Callable[[Any, Any], None], ...]:
+    """The ``__set__`` of *cls*'s own slots *names*, bypassing its refusing ``__setattr__``.
+
+    A command is built on every send: a slot's setter, taken once, is about a third cheaper
+    than ``object.__setattr__`` (which looks the slot up again on every call).
+    """
+    return tuple(vars(cls)[name].__set__ for name in names)
+
+
+_set_oneshot, _set_context, _set_unsent = _slot_setters(PyCommand, "oneshot", "context", "_unsent")
+
+
+def _init_command(cmd: PyCommand, oneshot: Oneshot | None) -> None:
+    """What every command's ``__init__`` does first (the fields of :class:`PyCommand`)."""
+    _set_oneshot(cmd, Oneshot() if oneshot is None else oneshot)
+    _set_context(cmd, caller_context())
+    _set_unsent(cmd, [None])
+
+
 class Chat(PyCommand):
     """Send *message* to the agent registered as *agent_id*; the result is its reply.
 
@@ -147,14 +164,17 @@ class Chat(PyCommand):
     message: str
 
     def __init__(self, agent_id: str, message: str, *, oneshot: Oneshot | None = None) -> None:
-        super().__init__(oneshot=oneshot)
+        _init_command(self, oneshot)
         if not isinstance(message, str):
             raise TypeError(f"chat message must be a str, not {type(message).__name__}")
-        object.__setattr__(self, "agent_id", _validate.agent_id(agent_id))
-        object.__setattr__(self, "message", message)
+        _set_chat_agent(self, _validate.agent_id(agent_id))
+        _set_chat_message(self, message)
 
     def describe(self) -> str:
         return f"Chat(agent={self.agent_id!r})"
+
+
+_set_chat_agent, _set_chat_message = _slot_setters(Chat, "agent_id", "message")
 
 
 class Run(PyCommand):
@@ -187,14 +207,17 @@ class Run(PyCommand):
         *,
         oneshot: Oneshot | None = None,
     ) -> None:
-        super().__init__(oneshot=oneshot)
+        _init_command(self, oneshot)
         _validate.coroutine_function("run()", fn)  # refused before anything runs
-        object.__setattr__(self, "fn", fn)
-        object.__setattr__(self, "args", tuple(args))
-        object.__setattr__(self, "kwargs", MappingProxyType(dict(kwargs)) if kwargs else _EMPTY)
+        _set_run_fn(self, fn)
+        _set_run_args(self, args if type(args) is tuple else tuple(args))
+        _set_run_kwargs(self, MappingProxyType(dict(kwargs)) if kwargs else _EMPTY)
 
     def describe(self) -> str:
         return f"Run({callable_name(self.fn)})"
+
+
+_set_run_fn, _set_run_args, _set_run_kwargs = _slot_setters(Run, "fn", "args", "kwargs")
 
 
 class Stream(PyCommand):
