@@ -3,10 +3,19 @@
 from collections.abc import Callable
 from typing import Any, Literal
 
-__all__ = ["IMPLEMENTATION", "AgentRegistry", "Channel", "CommandQueue", "Oneshot", "set_max_spinners"]
+__all__ = [
+    "IMPLEMENTATION",
+    "AgentRegistry",
+    "Channel",
+    "CommandQueue",
+    "Oneshot",
+    "process_token",
+    "set_max_spinners",
+]
 
 IMPLEMENTATION: Literal["cython", "python"]
 
+def process_token() -> int: ...
 def set_max_spinners(n: int) -> None: ...
 
 class Oneshot:

@@ -178,6 +178,33 @@ def _wake_descriptors():
     return r, w, False
 
 
+cdef extern from *:
+    """
+    #include <pthread.h>
+    static volatile long agy_forks = 0;  /* forks in this process's lineage, counted in each child */
+    static void agy_count_fork(void) { agy_forks++; }
+    static int agy_watch_forks(void) { return pthread_atfork(NULL, NULL, agy_count_fork); }
+    static inline long agy_fork_count(void) { return agy_forks; }
+    """
+    int agy_watch_forks()
+    long agy_fork_count() nogil
+
+
+if agy_watch_forks() != 0:
+    raise ImportError("pthread_atfork failed: the compiled core could not watch for forks")
+
+
+def process_token():
+    """A number that differs in a forked child from its value in the parent (no system call).
+
+    The send path compares it with the value it saw when it was bound, to notice, on every
+    send, that it now runs in a forked child. The compiled core counts forks with a
+    ``pthread_atfork`` child handler (so a fork made in C is counted too, and reading it is
+    one memory load); the twin returns ``os.getpid()``.
+    """
+    return agy_fork_count()
+
+
 def set_max_spinners(int n):
     """Cap the number of threads spinning at once (0 disables spinning everywhere)."""
     if n < 0:
@@ -187,7 +214,15 @@ def set_max_spinners(int n):
 
 agy_set_max_spinners(max(0, (os.cpu_count() or 1) - 1))
 
-__all__ = ["IMPLEMENTATION", "AgentRegistry", "Channel", "CommandQueue", "Oneshot", "set_max_spinners"]
+__all__ = [
+    "IMPLEMENTATION",
+    "AgentRegistry",
+    "Channel",
+    "CommandQueue",
+    "Oneshot",
+    "process_token",
+    "set_max_spinners",
+]
 
 # --------------------------------------------------------------------------------------
 # Shared helpers

@@ -32,7 +32,15 @@ from agybridge.errors import (
     WaitTimeoutError,
 )
 
-__all__ = ["IMPLEMENTATION", "AgentRegistry", "Channel", "CommandQueue", "Oneshot", "set_max_spinners"]
+__all__ = [
+    "IMPLEMENTATION",
+    "AgentRegistry",
+    "Channel",
+    "CommandQueue",
+    "Oneshot",
+    "process_token",
+    "set_max_spinners",
+]
 
 #: Which implementation this module is: the pure-Python twin (agybridge._select reports what it
 #: actually loaded from here).
@@ -61,6 +69,17 @@ def _check_timeout(timeout: float | None) -> float:
     if math.isnan(value) or value < 0:
         raise ValueError(f"timeout must be None or a number >= 0, not {timeout!r}")
     return value
+
+
+def process_token() -> int:
+    """A number that differs in a forked child from its value in the parent (no system call).
+
+    The send path compares it with the value it saw when it was bound, to notice, on every
+    send, that it now runs in a forked child. The compiled core counts forks with a
+    ``pthread_atfork`` child handler (so a fork made in C is counted too, and reading it is
+    one memory load); the twin returns ``os.getpid()``.
+    """
+    return os.getpid()
 
 
 def set_max_spinners(n: int) -> None:

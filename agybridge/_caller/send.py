@@ -267,6 +267,9 @@ class Sender:
         self._door = door
         self._queue = door.queue
         self._running = False  # True once a send saw the thread run; a closed queue resets it
+        # The process these parts were last checked in (core.process_token(): no system call).
+        self._process_token: Callable[[], int] = core.process_token
+        self._checked_in = self._process_token()
         #: The bound of one round trip (``RuntimeConfig.operation_timeout``, never None once built).
         operation_timeout = config.operation_timeout
         assert operation_timeout is not None
@@ -279,6 +282,7 @@ class Sender:
         """Serve a rebuilt loop wing (a forked child's); the faces keep this Sender."""
         self._door, self._queue, self._held = door, door.queue, held
         self._running = False
+        self._checked_in = self._process_token()
 
     @property
     def held(self) -> HeldCounter:
@@ -290,8 +294,16 @@ class Sender:
         return self._door.make_holder(source)
 
     def here(self) -> None:
-        """Make sure the parts served are this process's (a no-op but in a forked child)."""
-        self._door.check_fork()
+        """Make sure the parts served are this process's (a no-op but in a forked child).
+
+        The first step of every send: one compiled read of the core's fork count while
+        nothing forked; in a forked child, the door's check (which rebuilds this runtime's
+        parts there, rebinding this Sender, or raises :class:`ForkedRuntimeError`).
+        """
+        token = self._process_token()
+        if token != self._checked_in:
+            self._door.check_fork()
+            self._checked_in = token
 
     # -- what every way of waiting shares ----------------------------------------------------
 
@@ -370,7 +382,8 @@ class Sender:
 
     def send(self, cmd: PyCommand, timeout: float | None = None) -> Any:
         """Submit *cmd* and block until its outcome (see :meth:`PythonRuntime.send_command`)."""
-        self._door.check_fork()  # in a forked child: this process's parts (the door may change)
+        if self._process_token() != self._checked_in:
+            self.here()  # in a forked child: this process's parts (the door may change)
         door = self._door
         if door.on_loop_thread():
             raise DeadlockError(
@@ -408,7 +421,7 @@ class Sender:
 
     async def asend(self, cmd: PyCommand, timeout: float | None = None) -> Any:
         """Submit *cmd* and await its outcome under asyncio or trio (see ``asend_command``)."""
-        self._door.check_fork()  # in a forked child: this process's parts (the door may change)
+        self.here()  # in a forked child: this process's parts (the door may change)
         door = self._door
         limit = self.limit(timeout)
         if isinstance(cmd, Shutdown):
@@ -436,7 +449,7 @@ class Sender:
 
     def submit_future(self, cmd: PyCommand) -> CommandFuture[Any]:
         """Submit *cmd* without waiting; its outcome goes to the returned future."""
-        self._door.check_fork()  # in a forked child: this process's parts (the door may change)
+        self.here()  # in a forked child: this process's parts (the door may change)
         door = self._door
         future: CommandFuture[Any] = CommandFuture(cmd.oneshot, lambda: door.abort(cmd), door.on_loop_thread)
         try:
@@ -457,7 +470,7 @@ class Sender:
         (None on the fast path), and a streamed chat on the loop that hosts its agent's async
         tools is refused with :class:`DeadlockError`, as ``chat()`` is.
         """
-        self._door.check_fork()  # in a forked child: this process's parts (the door may change)
+        self.here()  # in a forked child: this process's parts (the door may change)
         door = self._door
         if blocking and door.on_loop_thread():
             raise DeadlockError(
@@ -473,7 +486,7 @@ class Sender:
         """:meth:`start_stream` for ``async for``: trio's cancelled-scope rule first (an
         already-cancelled scope never submits, as for every awaited call), and an
         ``achat_stream`` consumer's loop runs its thread-sensitive tools, as ``achat``'s does."""
-        self._door.check_fork()
+        self.here()
         await _before_async_send(cmd)
         self.start_stream(cmd, blocking=False)
 
