@@ -8,6 +8,7 @@ test fails, naming the hang), so no verdict depends on timing.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ctypes
 import faulthandler
 import logging
@@ -261,6 +262,49 @@ def test_a_fork_made_in_c_is_detected_by_pid(rt: PythonRuntime) -> None:
 
     reply = eval(in_child(child, timeout=20, c_level=True))
     assert reply.startswith("c@") and reply != f"c@{os.getpid()}"
+
+
+@pytest.mark.parametrize("c_level", [False, True], ids=["os.fork", "fork-in-c"])
+def test_the_cores_process_token_differs_in_a_forked_child(core: ModuleType, c_level: bool) -> None:
+    """The send path's only fork check: one read per send, which must change in every child."""
+    parent = core.process_token()
+    assert core.process_token() == parent  # stable within a process
+    child = eval(in_child(core.process_token, c_level=c_level))
+    assert child != parent
+
+
+def test_a_fork_while_the_future_callback_thread_holds_its_lock_leaves_the_childs_callbacks_working(
+    rt: PythonRuntime,
+) -> None:
+    from agybridge._caller import futures
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # the parent's callback thread, caught inside its lock by the fork
+        futures._CALLBACKS.run(concurrent.futures.Future(), [])  # it exists, with its lock
+        with futures._CALLBACKS._lock:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(5)
+
+        def child() -> object:
+            async def later() -> str:
+                await asyncio.sleep(0.05)  # still pending when the callback is added
+                return "answered"
+
+            fired = threading.Event()
+            future = rt.submit(later)
+            future.add_done_callback(lambda _future: fired.set())
+            return fired.wait(5), future.result(5)
+
+        assert eval(in_child(child, timeout=20)) == (True, "answered")
+    finally:
+        release.set()
+        holder.join(5)
 
 
 def test_a_fork_from_a_worker_thread_and_from_the_runtime_thread(rt: PythonRuntime) -> None:

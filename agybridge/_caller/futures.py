@@ -17,12 +17,14 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import logging
+import os
 import queue
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from agybridge._backends._asyncio import bounded
+from agybridge._fork import process_lock
 from agybridge._select import Oneshot
 from agybridge.errors import DeadlockError, OperationTimeoutError
 
@@ -43,19 +45,37 @@ class _CallbackThread:
     here it delays only the callbacks queued behind it. Started on first use (and again in a
     forked child, where the parent's thread does not exist); at interpreter exit, callbacks
     already queued get up to :data:`EXIT_DRAIN` seconds to run.
+
+    Its lock and queue are this process's own: a child of a fork made while the parent's
+    thread held them (they are held for a few instructions per callback) would otherwise wait
+    forever on its first callback, so a child makes new ones, once, on first use (under
+    :func:`~agybridge._fork.process_lock`, so its racing threads agree); the parent's queued
+    callbacks are not the child's to run.
     """
 
     EXIT_DRAIN = 1.0
 
     def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[_Callbacks] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._pending = 0
-        self._idle = threading.Condition(self._lock)
+        self._pid = -1
+        self._here()
         atexit.register(self.drain, self.EXIT_DRAIN)
 
+    def _here(self) -> None:
+        pid = os.getpid()
+        if self._pid == pid:
+            return
+        with process_lock("future-callbacks"):
+            if self._pid == pid:
+                return  # another thread of this child made them
+            self._jobs: queue.SimpleQueue[_Callbacks] = queue.SimpleQueue()
+            self._lock = threading.Lock()
+            self._thread: threading.Thread | None = None
+            self._pending = 0
+            self._idle = threading.Condition(self._lock)
+            self._pid = pid
+
     def run(self, future: concurrent.futures.Future[Any], callbacks: list[Callable[[Any], object]]) -> None:
+        self._here()
         with self._lock:
             self._pending += 1
             thread = self._thread
@@ -82,6 +102,7 @@ class _CallbackThread:
 
     def drain(self, timeout: float) -> bool:
         """Wait up to *timeout* seconds for the queued callbacks to run; True if they all did."""
+        self._here()
         with self._lock:
             return self._idle.wait_for(lambda: not self._pending, timeout)
 
