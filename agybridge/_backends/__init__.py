@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Literal, TypeVar
 
 from agybridge._backends import _asyncio, _trio
@@ -73,10 +73,13 @@ def current_host() -> HostLoop | None:
         return None
 
 
-async def await_oneshot(
+def await_oneshot(
     shot: Oneshot, timeout: float | None, on_timeout: OnTimeout, abort: Abort, spin: float = 0.0
-) -> Any:
-    """Wait for *shot* under asyncio or trio and return its result (or raise its error).
+) -> Coroutine[Any, Any, Any]:
+    """Wait for *shot* under asyncio or trio and return its result (or raise its error): await it.
+
+    A plain function returning the running library's own coroutine, so an awaited round trip
+    pays no coroutine layer for the choice of library.
 
     *timeout* (seconds, None for none) completes the oneshot with ``on_timeout()`` if it is
     still pending then; *abort* is called whenever this waiter's cancellation or timeout
@@ -87,8 +90,9 @@ async def await_oneshot(
     sleep in its selector and pay an OS wake-up for the answer; polling delays nothing
     because nothing else was runnable.
     """
-    library = _trio if current_async_library() == "trio" else _asyncio
-    return await library.await_oneshot(shot, timeout, on_timeout, abort, spin)
+    if current_async_library() == "trio":
+        return _trio.await_oneshot(shot, timeout, on_timeout, abort, spin)
+    return _asyncio.await_oneshot(shot, timeout, on_timeout, abort, spin)
 
 
 def current_scheduler() -> tuple[Callable[[Callable[[], None]], object], str]:

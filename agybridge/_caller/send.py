@@ -323,6 +323,10 @@ class Sender:
         """
         if type(cmd) not in _PLAIN_COMMANDS and (not isinstance(cmd, PyCommand) or isinstance(cmd, Shutdown)):
             raise TypeError(f"expected {_COMMANDS}, not {cmd!r}")
+        self._admit(cmd)
+
+    def _admit(self, cmd: PyCommand) -> None:
+        # submit() for a command already checked to be one (send() checks it first).
         code = -4
         if self._running:
             try:
@@ -405,8 +409,8 @@ class Sender:
         try:
             # The submit is inside the guard too: Ctrl-C can land after the push but before
             # the wait, and the command must not keep running then.
-            self.submit(cmd)
-            spin = self.spin_budget()
+            self._admit(cmd)
+            spin = caller_spin_budget(self._caller_spin, self._queue.in_flight - self._held.count)
             done = shot.wait(limit, spin) if caller is None else caller.wait(limit, spin)
             if not done and shot.set_exception(self.timeout_error(cmd, limit)):
                 door.abort(cmd)
@@ -428,7 +432,8 @@ class Sender:
             await door.ashutdown(cmd.grace)
             cmd.oneshot.set_result(None)
             return None
-        await _before_async_send(cmd)  # trio: a cancelled scope never submits
+        if asyncio._get_running_loop() is None or _serves(cmd):
+            await _before_async_send(cmd)  # trio: a cancelled scope never submits
         self.submit(cmd)
         spin = 0.0 if door.on_loop_thread() else self.spin_budget()
         aborted: list[bool] = []

@@ -21,7 +21,7 @@ flight, never let a burst past the bound.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,8 +41,9 @@ __all__ = ["Dispatcher", "Handler", "RuntimeMetrics"]
 #: Drains one wake-up may do back to back while every command finishes in its eager start.
 _DRAIN_ROUNDS = 4
 
-#: Runs one command on the loop and returns its result.
-Handler = Callable[[Any], Coroutine[Any, Any, Any]]
+#: Runs one command on the loop: returns what the dispatcher awaits for its result (a
+#: coroutine, or any awaitable; raising at once is an outcome too).
+Handler = Callable[[Any], Awaitable[Any]]
 
 
 @dataclass(frozen=True)

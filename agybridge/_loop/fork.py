@@ -24,7 +24,7 @@ import asyncio
 import contextvars
 import logging
 import os
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from agybridge._backends._asyncio import start_task
@@ -37,7 +37,7 @@ logger = logging.getLogger("agybridge")
 #: The values of ``RuntimeConfig.after_fork``.
 AFTER_FORK_MODES = ("restart", "error")
 
-Handler = Callable[[Any], Coroutine[Any, Any, Any]]
+Handler = Callable[[Any], Awaitable[Any]]
 Handlers = dict[type[PyCommand], Handler]
 #: What a registration needs to be made again: the factory and the state.
 Registration = tuple[Callable[[], Any], Any]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import CoroutineType, ModuleType
 from typing import Any
 
@@ -42,15 +42,20 @@ logger = logging.getLogger("agybridge")
 _INHERITED: list[LoopWing] = []
 
 
-async def run_coroutine(cmd: Run) -> Any:
-    """The handler of :class:`~agybridge.Run` commands: await ``fn(*args, **kwargs)``."""
+def run_coroutine(cmd: Run) -> Awaitable[Any]:
+    """The handler of :class:`~agybridge.Run` commands: ``fn(*args, **kwargs)``, for the
+    dispatcher to await.
+
+    A plain function returning the awaitable, not a coroutine awaiting it: the body of every
+    ``run()`` would otherwise pay one more coroutine (and frame) for nothing.
+    """
     awaitable = cmd.fn(*cmd.args, **cmd.kwargs)
     if type(awaitable) is not CoroutineType and not isinstance(awaitable, Awaitable):
         raise TypeError(
             f"run() expects a coroutine function, but {cmd.describe()} returned "
             f"{type(awaitable).__name__} {awaitable!r}, which is not awaitable"
         )
-    return await awaitable
+    return awaitable
 
 
 class LoopWing:
@@ -100,7 +105,7 @@ class LoopWing:
             stopped=core.Oneshot(),
         )
 
-    def _install(self, handlers: Mapping[type[PyCommand], Callable[[Any], Coroutine[Any, Any, Any]]]) -> None:
+    def _install(self, handlers: Mapping[type[PyCommand], Callable[[Any], Awaitable[Any]]]) -> None:
         self.dispatcher.set_handlers(handlers)
 
     # -- any thread -------------------------------------------------------------------------
