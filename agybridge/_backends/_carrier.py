@@ -22,11 +22,19 @@ current task, in the command's own context:
   Task it goes on in, so cancel scopes, ``asyncio.timeout`` and ``uncancel`` hold, and
   cancelling that Task (the dispatcher's abort) cancels the body.
 
-A carrier is never shared across bodies in a way one of them can see: after a body that
-finished by hand, the carrier is retired (let go to finish, as a body's own Task would) if
-the body kept a reference to it (``sys.getrefcount`` grew), asked to cancel it, or added a
-done callback to it; the next body gets a fresh one. What a body that never suspended sees
-as ``current_task()`` is therefore a Task that, from its point of view, was its own.
+After a body that finished by hand, the carrier is retired (let go to finish, as the body's own
+Task would; the next body gets a fresh one) if the body did anything to it that a later body
+could notice: kept a reference to it, strong or weak (``sys.getrefcount`` or
+``weakref.getweakrefcount`` grew, as when it is put in a ``WeakSet`` of tasks), cancelled it,
+added a done callback, renamed it or closed its coroutine. So what a body that never suspended
+sees as ``current_task()`` is, from its point of view, a Task of its own. What it cannot be
+made to be, and is documented on the guarantees page: ``get_context()`` of the carrier is its
+own (empty) context, not the command's (the body runs in the command's context all the same);
+``get_coro()`` is the carrier's coroutine; an attribute a body sets on the task object (C Tasks
+take them, yet expose no ``__dict__`` to check) stays for the bodies after it; and before
+3.14 the idle carrier is taken out of ``asyncio.all_tasks()``, while 3.14+ (which lists native
+tasks where unregistering has no effect) lists it as one pending task. An adopted body resumes
+one loop iteration later than its own Task would have (the carrier's wake-up).
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import sys
+import weakref
 from collections.abc import Coroutine, Generator
 from typing import Any
 
@@ -44,7 +53,16 @@ __all__ = ["HandRunner", "can_run_by_hand"]
 _enter_task = getattr(asyncio.tasks, "_enter_task", None)
 _leave_task = getattr(asyncio.tasks, "_leave_task", None)
 _getrefcount = sys.getrefcount
-_Future = asyncio.Future
+_getweakrefcount = weakref.getweakrefcount
+# Before 3.14 asyncio keeps its tasks in a weak set: an idle carrier is taken out of it, so
+# asyncio.all_tasks() does not list it (3.14 keeps native tasks in a list of its own, where
+# unregistering does nothing: there the idle carrier is listed).
+_unregister_task = getattr(asyncio.tasks, "_unregister_task", None) if sys.version_info < (3, 14) else None
+_register_task = getattr(asyncio.tasks, "_register_task", None)
+# 3.13+: uncancel() back to zero withdraws a cancel requested in the same step.
+_UNCANCEL_WITHDRAWS = sys.version_info >= (3, 13)
+# 3.11+: a Task counts the cancels requested (cancelling(), uncancel()).
+_COUNTS_CANCELS = sys.version_info >= (3, 11)
 
 
 def can_run_by_hand(loop: asyncio.AbstractEventLoop) -> bool:
@@ -64,24 +82,15 @@ class _Adopted:
     sends in on to the body, each step in the body's own context, until the body returns.
     """
 
-    __slots__ = ("_coro", "_ctx", "_yielded", "cancelled_early")
+    __slots__ = ("_coro", "_ctx", "_yielded")
 
     def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any, ctx: contextvars.Context) -> None:
         self._coro, self._yielded, self._ctx = coro, yielded, ctx
-        #: Set when the carrier was cancelled after the hand-run step, before it adopted the body.
-        self.cancelled_early: BaseException | None = None
 
     def __await__(self) -> Generator[Any, Any, Any]:
         coro, run = self._coro, self._ctx.run
         send, throw = coro.send, coro.throw
         yielded, self._yielded = self._yielded, None
-        early = self.cancelled_early
-        # As Task.cancel() does: cancel the future the body waits on if it can, else throw.
-        if early is not None and not (isinstance(yielded, _Future) and yielded.cancel(*early.args)):
-            try:
-                yielded = run(throw, early)
-            except StopIteration as stop:
-                return stop.value
         while True:
             try:
                 value = yield yielded
@@ -98,13 +107,19 @@ class _Adopted:
 
 
 class _Slot:
-    """What a carrier parks on: a wake-up future, and the body it is handed (None: retired)."""
+    """What a carrier parks on: a wake-up future, and the body it is handed (None: retired).
 
-    __slots__ = ("body", "handoff")
+    It also keeps what a body could change on its carrier (its coroutine, its name), to
+    tell after the body whether the carrier is still as it was.
+    """
+
+    __slots__ = ("body", "coro", "handoff", "name")
 
     def __init__(self, handoff: asyncio.Future[None]) -> None:
         self.handoff = handoff
         self.body: _Adopted | None = None
+        self.coro: Coroutine[Any, Any, Any] | None = None
+        self.name = ""
 
 
 async def _carry(slot: _Slot) -> Any:
@@ -115,8 +130,17 @@ async def _carry(slot: _Slot) -> Any:
         if slot.body is None:
             raise  # cancelled while idle: it carries nothing, so it simply ends cancelled
         # Cancelled after the body's hand-run step, before the carrier took it over (or by
-        # the body itself in that step): the body is cancelled at the await it stopped at.
-        slot.body.cancelled_early = exc
+        # the body itself in that step). Requested again, now that this step is about to hand
+        # the Task what the body waits on, so the Task's own step deals with it as for any
+        # task: it cancels that future (or future-like object) once its wake-up is attached,
+        # else throws into the body. Unless (3.13+) uncancel() took the cancel back meanwhile,
+        # which withdraws it from a Task too.
+        carrier = asyncio.current_task()
+        assert carrier is not None
+        if not (_UNCANCEL_WITHDRAWS and carrier.cancelling() == 0):  # type: ignore[attr-defined,unused-ignore]
+            carrier.cancel(exc.args[0] if exc.args else None)
+            if _COUNTS_CANCELS:
+                carrier.uncancel()  # type: ignore[attr-defined,unused-ignore]  # one request, counted once
     body = slot.body
     if body is None:
         return None  # retired without a body
@@ -139,13 +163,20 @@ class HandRunner:
 
     def _fresh(self) -> tuple[asyncio.Task[Any], _Slot]:
         slot = _Slot(self._loop.create_future())
+        slot.coro = coro = _carry(slot)
         # Started eagerly: parked on its handoff before anything can cancel it.
-        carrier = start_task(self._loop, _carry(slot), contextvars.Context())
+        carrier = start_task(self._loop, coro, contextvars.Context())
+        slot.name = carrier.get_name()  # made once: later get_name() calls return this object
+        if _unregister_task is not None:
+            _unregister_task(carrier)  # idle, it is nobody's task: all_tasks() does not list it
         self._carrier, self._slot = carrier, slot
         return carrier, slot
 
     def start(self, coro: Coroutine[Any, Any, Any], ctx: contextvars.Context) -> asyncio.Task[Any] | None:
         """Run *coro*'s first step now, in *ctx*; the carrier Task now running it, or None if done.
+
+        Called inside another task's step (where no task can be entered), it starts *coro* as
+        a task of its own instead, eagerly where it can.
 
         *coro* must not raise (the dispatcher's bodies complete their oneshot with every
         outcome); if it does, the exception propagates from this call.
@@ -154,15 +185,26 @@ class HandRunner:
         if carrier is None or slot is None or slot.handoff.done():
             carrier, slot = self._fresh()  # the first, or the last one was cancelled while idle
         loop = self._loop
-        refs = _getrefcount(carrier)
-        _enter_task(loop, carrier)  # type: ignore[misc]
+        refs, weakrefs = _getrefcount(carrier), _getweakrefcount(carrier)
+        try:
+            _enter_task(loop, carrier)  # type: ignore[misc]
+        except RuntimeError:  # called inside another task's step, where none can be entered
+            task = start_task(loop, coro, ctx)  # so it starts as a task of its own
+            return None if task.done() else task
         try:
             yielded = ctx.run(coro.send, None)
         except StopIteration:
             _leave_task(loop, carrier)  # type: ignore[misc]
             # (After leaving: the loop's current-task slot holds a reference of its own.)
-            if _getrefcount(carrier) != refs or slot.handoff.done() or carrier._callbacks:
-                self.retire()  # the body kept, cancelled or watched its task: it was its own
+            if (
+                _getrefcount(carrier) != refs  # kept it
+                or _getweakrefcount(carrier) != weakrefs  # kept it weakly (a WeakSet of tasks)
+                or slot.handoff.done()  # cancelled it
+                or carrier._callbacks  # watches it
+                or carrier.get_name() is not slot.name  # renamed it
+                or slot.coro.cr_frame is None  # type: ignore[union-attr]  # closed its coroutine
+            ):
+                self.retire()  # the task the body saw was its own: the next body gets another
             return None
         except BaseException:
             _leave_task(loop, carrier)  # type: ignore[misc]
@@ -170,6 +212,8 @@ class HandRunner:
             raise
         _leave_task(loop, carrier)  # type: ignore[misc]
         self._carrier = self._slot = None  # the next body gets a fresh carrier
+        if _unregister_task is not None:
+            _register_task(carrier)  # type: ignore[misc]  # the body's own task now: listed again
         slot.body = _Adopted(coro, yielded, ctx)
         if not slot.handoff.done():  # (done: the body cancelled its own task in that step)
             slot.handoff.set_result(None)
@@ -177,7 +221,9 @@ class HandRunner:
 
     def retire(self) -> None:
         """Let the idle carrier finish (the loop is closing, or a body claimed it)."""
-        slot = self._slot
+        carrier, slot = self._carrier, self._slot
         self._carrier = self._slot = None
+        if carrier is not None and _unregister_task is not None:
+            _register_task(carrier)  # type: ignore[misc]  # it ends as a listed task does
         if slot is not None and not slot.handoff.done():
             slot.handoff.set_result(None)
