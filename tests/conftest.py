@@ -67,16 +67,27 @@ def make_config(**overrides: Any) -> RuntimeConfig:
     return RuntimeConfig(**values)
 
 
-@pytest.fixture
-def runtime(core: ModuleType) -> Iterator[PythonRuntime]:
-    """A started runtime on the core under test; shut down (and checked) afterwards."""
-    rt = PythonRuntime(make_config(), core=core)
+def _started(core: ModuleType, config: RuntimeConfig) -> Iterator[PythonRuntime]:
+    rt = PythonRuntime(config, core=core)
     rt.start()
     try:
         yield rt
     finally:
         rt.shutdown(timeout=10)
         BRIDGE_STATE.clear()
+
+
+@pytest.fixture
+def runtime(core: ModuleType) -> Iterator[PythonRuntime]:
+    """A started runtime on the core under test; shut down (and checked) afterwards."""
+    yield from _started(core, make_config())
+
+
+@pytest.fixture
+def stock_runtime(core: ModuleType) -> Iterator[PythonRuntime]:
+    """:func:`runtime` on stock asyncio, never uvloop: the loop on which each command's body
+    runs by hand in the carrier task on every CPython (with uvloop, only on 3.12+)."""
+    yield from _started(core, make_config(use_uvloop=False))
 
 
 def in_thread(fn: Callable[[], T], timeout: float = 30.0) -> T:

@@ -37,11 +37,8 @@ _VAR: contextvars.ContextVar[str] = contextvars.ContextVar("carrier_attack_var",
 
 
 @pytest.fixture
-def runtime(core: ModuleType) -> Any:
-    rt = PythonRuntime(RuntimeConfig(inter_agent_delay=0, use_uvloop=False), core=core)
-    rt.start()
-    yield rt
-    rt.shutdown(grace=1)
+def runtime(stock_runtime: PythonRuntime) -> PythonRuntime:
+    return stock_runtime  # the carrier is in use on every CPython there
 
 
 async def _nothing() -> None:

@@ -12,13 +12,12 @@ import asyncio
 import contextvars
 import sys
 import threading
-from types import ModuleType
 from typing import Any
 
 import pytest
 import trio
 
-from agybridge import CommandCancelledError, PythonRuntime, RuntimeConfig
+from agybridge import CommandCancelledError, PythonRuntime
 from agybridge._backends import _asyncio as asyncio_backend
 from agybridge._backends import _trio as trio_backend
 
@@ -28,11 +27,8 @@ _VAR: contextvars.ContextVar[str] = contextvars.ContextVar("hot_path_var", defau
 
 
 @pytest.fixture
-def runtime(core: ModuleType) -> Any:
-    rt = PythonRuntime(RuntimeConfig(inter_agent_delay=0, use_uvloop=False), core=core)
-    rt.start()
-    yield rt
-    rt.shutdown(grace=1)
+def runtime(stock_runtime: PythonRuntime) -> PythonRuntime:
+    return stock_runtime  # the carrier is in use on every CPython there
 
 
 async def _what_runs_me() -> tuple[bool, bool, str]:
