@@ -781,12 +781,20 @@ def test_no_pending_task_warning_when_a_loop_closes_with_an_idle_carrier(core_na
     """Under ``python -X dev``: a runtime shut down, one whose loop died and one left to the
     atexit hook, each with a parked carrier: no "Task was destroyed but it is pending", no
     "never retrieved", no "was never awaited". Passes."""
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    # The installed package, from outside the source tree (which has no compiled core and
+    # would shadow it).
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
     env.pop("AGYBRIDGE_NO_EXTENSIONS", None)
     if core_name == "python":
         env["AGYBRIDGE_NO_EXTENSIONS"] = "1"
     proc = subprocess.run(
-        [sys.executable, "-X", "dev", "-c", _CLOSE_SCRIPT], capture_output=True, text=True, timeout=50, env=env
+        [sys.executable, "-X", "dev", "-c", _CLOSE_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        env=env,
+        cwd="/",
     )
     output = proc.stdout + proc.stderr
     assert "END" in proc.stdout, output
@@ -799,7 +807,7 @@ def test_a_forked_child_runs_hand_run_and_adopted_bodies(runtime: PythonRuntime)
     that finish by hand, suspend and time out all complete there. Passes."""
     if not hasattr(os, "fork"):
         pytest.skip("no os.fork")
-    from tests.test_fork import in_child
+    from test_fork import in_child
 
     async def suspends() -> str:
         await asyncio.sleep(0)

@@ -185,7 +185,10 @@ class HandRunner:
         if carrier is None or slot is None or slot.handoff.done():
             carrier, slot = self._fresh()  # the first, or the last one was cancelled while idle
         loop = self._loop
-        refs, weakrefs = _getrefcount(carrier), _getweakrefcount(carrier)
+        # Counted through the attribute both times: a load from an attribute is always a new
+        # reference, while 3.14 may pass a local on by a borrowed one in one place and not in
+        # another (an exception handler), which would tell a difference where there is none.
+        refs, weakrefs = _getrefcount(self._carrier), _getweakrefcount(carrier)
         try:
             _enter_task(loop, carrier)  # type: ignore[misc]
         except RuntimeError:  # called inside another task's step, where none can be entered
@@ -197,7 +200,7 @@ class HandRunner:
             _leave_task(loop, carrier)  # type: ignore[misc]
             # (After leaving: the loop's current-task slot holds a reference of its own.)
             if (
-                _getrefcount(carrier) != refs  # kept it
+                _getrefcount(self._carrier) != refs  # kept it
                 or _getweakrefcount(carrier) != weakrefs  # kept it weakly (a WeakSet of tasks)
                 or slot.handoff.done()  # cancelled it
                 or carrier._callbacks  # watches it
